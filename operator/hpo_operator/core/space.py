@@ -12,7 +12,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from .spec import ChoiceParam, FloatParam, IntParam, Parameter, Scalar
+from .spec import FloatParam, IntParam, Parameter, Scalar
 
 
 def distribution(param: Parameter) -> BaseDistribution:
@@ -34,7 +34,7 @@ def axis(param: Parameter) -> list[Scalar]:
     if isinstance(param, FloatParam):
         if param.step is None:
             raise ValueError(f"{param.name}: a float without step has no finite axis")
-        count = int(math.floor((param.max - param.min) / param.step + 1e-9)) + 1
+        count = math.floor((param.max - param.min) / param.step + 1e-9) + 1
         return [_clean_float(param.min + k * param.step) for k in range(count)]
     return list(param.choices)
 
@@ -83,4 +83,5 @@ def config_values(params: Sequence[Parameter], values: Mapping[str, object]) -> 
 
 def point_key(params: Sequence[Parameter], values: Mapping[str, object]) -> tuple[object, ...]:
     """A hashable identity of a point, e.g. to tell whether a grid point was tried."""
-    return tuple((type(values[p.name]).__name__, values[p.name]) for p in params)
+    typed = config_values(params, values)
+    return tuple((type(typed[p.name]).__name__, typed[p.name]) for p in params)

@@ -213,7 +213,7 @@ PARAM_TYPES = ("int", "float", "values", "categorical")
 
 def _parse_parameter(raw: object, path: str, errs: _Errors) -> Parameter | None:
     data = _mapping(raw, path, errs)
-    if not data:
+    if not isinstance(raw, Mapping):
         return None
     name = _string(data.get("name"), f"{path}.name", errs)
     if name is not None and not PARAM_NAME_RE.match(name):
@@ -241,6 +241,8 @@ def _parse_parameter(raw: object, path: str, errs: _Errors) -> Parameter | None:
 
 def _parse_int_param(name: str, raw: object, path: str, errs: _Errors) -> IntParam | None:
     data = _mapping(raw, path, errs)
+    if not isinstance(raw, Mapping):
+        return None
     _unknown(data, ("min", "max", "step", "log"), path, errs)
     low = _int(data.get("min"), f"{path}.min", errs)
     high = _int(data.get("max"), f"{path}.max", errs)
@@ -269,6 +271,8 @@ def _parse_int_param(name: str, raw: object, path: str, errs: _Errors) -> IntPar
 
 def _parse_float_param(name: str, raw: object, path: str, errs: _Errors) -> FloatParam | None:
     data = _mapping(raw, path, errs)
+    if not isinstance(raw, Mapping):
+        return None
     _unknown(data, ("min", "max", "step", "log"), path, errs)
     low = _number(data.get("min"), f"{path}.min", errs)
     high = _number(data.get("max"), f"{path}.max", errs)
@@ -315,8 +319,11 @@ def _parse_choices(
         elif isinstance(value, str) and len(value) > MAX_CHOICE_LENGTH:
             errs.add(where, f"is {len(value)} characters; at most {MAX_CHOICE_LENGTH}")
             ok = False
-        elif any(type(value) is type(s) and value == s for s in seen):
-            errs.add(where, f"{value!r} is listed twice; values must be unique")
+        elif any(value == s for s in seen):
+            # 1, 1.0 and true are one choice to the search (Optuna finds choices by ==).
+            same = next(s for s in seen if value == s)
+            again = "is listed twice" if repr(same) == repr(value) else f"equals {same!r}"
+            errs.add(where, f"{value!r} {again}; values must be unique")
             ok = False
         else:
             seen.append(value)
@@ -335,7 +342,7 @@ def grid_size(parameters: Sequence[Parameter]) -> int | None:
         elif isinstance(p, FloatParam):
             if p.step is None:
                 return None
-            size *= int(math.floor((p.max - p.min) / p.step + 1e-9)) + 1
+            size *= math.floor((p.max - p.min) / p.step + 1e-9) + 1
         else:
             size *= len(p.choices)
     return size
@@ -348,10 +355,11 @@ def default_seed(name: str) -> int:
 
 def _parse_objective(raw: object, errs: _Errors) -> Objective | None:
     path = "spec.objective"
+    if raw is None:
+        errs.add(path, "is required: {metric: NAME, direction: maximize|minimize}")
+        return None
     data = _mapping(raw, path, errs)
-    if not data:
-        if raw is None:
-            errs.add(path, "is required: {metric: NAME, direction: maximize|minimize}")
+    if not isinstance(raw, Mapping):
         return None
     _unknown(data, ("metric", "direction", "target", "aggregate", "stepKey"), path, errs)
     metric = _string(data.get("metric"), f"{path}.metric", errs)
@@ -382,21 +390,27 @@ def _parse_algorithm(raw: object, name: str, errs: _Errors) -> Algorithm | None:
 
 def _parse_template(raw: object, errs: _Errors) -> Mapping[str, Any]:
     path = "spec.trialTemplate"
-    data = _mapping(raw, path, errs)
-    if not data:
-        if raw is None:
-            errs.add(path, "is required: a pod template with spec.containers")
+    if raw is None:
+        errs.add(path, "is required: a pod template with spec.containers")
         return {}
-    pod = _mapping(data.get("spec"), f"{path}.spec", errs)
-    containers = pod.get("containers") if pod else None
+    data = _mapping(raw, path, errs)
+    if not isinstance(raw, Mapping):
+        return {}
+    pod_raw = data.get("spec")
+    if pod_raw is None:
+        errs.add(f"{path}.spec", "is required: a pod spec with containers")
+        return {}
+    pod = _mapping(pod_raw, f"{path}.spec", errs)
+    if not isinstance(pod_raw, Mapping):
+        return {}
+    containers = pod.get("containers")
     cpath = f"{path}.spec.containers"
     if not isinstance(containers, list) or not containers:
-        if pod:
-            errs.add(cpath, "must be a non-empty list of containers (the first is the trainer)")
+        errs.add(cpath, "must be a non-empty list of containers (the first is the trainer)")
         return {}
     for i, container in enumerate(containers):
         c = _mapping(container, f"{cpath}[{i}]", errs)
-        if not c:
+        if not isinstance(container, Mapping):
             continue
         _string(c.get("name"), f"{cpath}[{i}].name", errs)
         _string(c.get("image"), f"{cpath}[{i}].image", errs)
@@ -462,13 +476,14 @@ def parse_experiment(manifest: object) -> ExperimentSpec:
     """A whole HPOExperiment manifest -> ExperimentSpec, or SpecError listing every problem."""
     errs = _Errors()
     doc = _mapping(manifest, "(manifest)", errs)
-    if doc:
+    is_doc = isinstance(manifest, Mapping)
+    if is_doc:
         if doc.get("apiVersion") != API_VERSION:
             errs.add("apiVersion", f"must be {API_VERSION}, got {doc.get('apiVersion')!r}")
         if doc.get("kind") != KIND:
             errs.add("kind", f"must be {KIND}, got {doc.get('kind')!r}")
-    meta = _mapping(doc.get("metadata"), "metadata", errs) if doc else {}
-    name = _string(meta.get("name"), "metadata.name", errs) if doc else None
+    meta = _mapping(doc.get("metadata"), "metadata", errs) if is_doc else {}
+    name = _string(meta.get("name"), "metadata.name", errs) if is_doc else None
     if name is not None and (not NAME_RE.match(name) or len(name) > MAX_NAME_LENGTH):
         errs.add(
             "metadata.name",
@@ -476,10 +491,11 @@ def parse_experiment(manifest: object) -> ExperimentSpec:
             f"or digit, at most {MAX_NAME_LENGTH} characters",
         )
     spec_raw = doc.get("spec") if doc else None
-    if doc and spec_raw is None:
+    if is_doc and spec_raw is None:
         errs.add("spec", "is required")
     spec = _mapping(spec_raw, "spec", errs) if spec_raw is not None else {}
-    parsed = _parse_spec(spec, name or "experiment", errs) if spec else None
+    is_spec = isinstance(spec_raw, Mapping)
+    parsed = _parse_spec(spec, name or "experiment", errs) if is_spec else None
     if errs.items or parsed is None:
         raise SpecError(errs.items or [("spec", "is empty")])
     return parsed

@@ -24,7 +24,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "qmc": qmc.ALGORITHM,
 }
 
-__all__ = ["ALGORITHMS", "Suggestion", "Suggestions", "suggest"]
+__all__ = ["ALGORITHMS", "Suggestion", "Suggestions", "exhausted", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,19 @@ def _tried(spec: ExperimentSpec, history: Sequence[Trial]) -> int:
     return len({point_key(spec.parameters, t.parameters) for t in history})
 
 
+def exhausted(spec: ExperimentSpec, history: Sequence[Trial]) -> bool:
+    """True when the space is finite and every point of it is in the history."""
+    size = grid_size(spec.parameters)
+    return size is not None and _tried(spec, history) >= size
+
+
 def suggest(spec: ExperimentSpec, history: Sequence[Trial], count: int) -> Suggestions:
     """Ask for `count` new trials, one after another, each seeing the ones before as running."""
     algorithm = ALGORITHMS[spec.algorithm.name]
-    size = grid_size(spec.parameters)
     trials = sorted(history, key=lambda t: t.index)
     new: list[Trial] = []
     for _ in range(count):
-        if size is not None and _tried(spec, trials) >= size:
+        if exhausted(spec, trials):
             return Suggestions(tuple(new), exhausted=True)
         index = trials[-1].index + 1 if trials else 0
         suggestion = algorithm.ask(spec, trials, index)
@@ -60,5 +65,4 @@ def suggest(spec: ExperimentSpec, history: Sequence[Trial], count: int) -> Sugge
         )
         new.append(trial)
         trials.append(replace(trial, phase=RUNNING))
-    exhausted = size is not None and _tried(spec, trials) >= size
-    return Suggestions(tuple(new), exhausted=exhausted)
+    return Suggestions(tuple(new), exhausted=exhausted(spec, trials))

@@ -29,11 +29,7 @@ def derive_seed(seed: int, index: int) -> int:
 def _state(trial: Trial) -> tuple[TrialState, float | None]:
     if trial.phase in ACTIVE:
         return TrialState.RUNNING, None
-    if (
-        trial.phase == SUCCEEDED
-        and trial.objective is not None
-        and math.isfinite(trial.objective)
-    ):
+    if trial.phase == SUCCEEDED and trial.objective is not None and math.isfinite(trial.objective):
         return TrialState.COMPLETE, trial.objective
     return TrialState.FAIL, None
 

@@ -38,7 +38,7 @@ class _ReplayCmaEsSampler(CmaEsSampler):
                 return optimizer
             optimizer.tell(
                 [
-                    (trans.transform(t.params), sign * t.value)
+                    (trans.transform(t.params), sign * float(t.values[0]))
                     for t in solutions[: optimizer.population_size]
                 ]
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..space import axis, config_values, grid_point, point_key
+from ..space import axis, grid_point, point_key
 from ..spec import ExperimentSpec
 from ..trial import Trial
 from ._base import Suggestion
@@ -19,7 +19,7 @@ from ._base import Suggestion
 class Grid:
     def ask(self, spec: ExperimentSpec, history: Sequence[Trial], index: int) -> Suggestion | None:
         params = spec.parameters
-        tried = {point_key(params, config_values(params, t.parameters)) for t in history}
+        tried = {point_key(params, t.parameters) for t in history}
         axes = [axis(p) for p in params]
         for position in range(math.prod(len(a) for a in axes)):
             point = grid_point(params, position, axes)

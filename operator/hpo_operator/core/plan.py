@@ -1,0 +1,81 @@
+"""What to do next: (spec, observed trials) -> how many trials to create, which to stop, and
+the experiment's phase. The local runner and the operator both follow this one function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .spec import ExperimentSpec
+from .trial import FAILED, SUCCEEDED, Trial
+
+PENDING = "Pending"
+RUNNING = "Running"
+SUCCEEDED_PHASE = "Succeeded"
+FAILED_PHASE = "Failed"
+STOPPED = "Stopped"
+EXPERIMENT_PHASES = (PENDING, RUNNING, SUCCEEDED_PHASE, FAILED_PHASE, STOPPED)
+TERMINAL_PHASES = (SUCCEEDED_PHASE, FAILED_PHASE, STOPPED)
+
+# Reasons, CamelCase as Kubernetes condition reasons are.
+TRIALS_RUNNING = "TrialsRunning"
+CREATED = "Created"
+MAX_TRIALS_REACHED = "MaxTrialsReached"
+SPACE_EXHAUSTED = "SearchSpaceExhausted"
+TARGET_REACHED = "TargetReached"
+MAX_FAILED_REACHED = "MaxFailedTrialsReached"
+NO_TRIAL_SUCCEEDED = "NoTrialSucceeded"
+INTERRUPTED = "Interrupted"
+SPEC_INVALID = "SpecInvalid"
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: str
+    reason: str
+    message: str
+    create: int = 0
+    stop: tuple[str, ...] = ()
+
+
+def best_trial(spec: ExperimentSpec, trials: Sequence[Trial]) -> Trial | None:
+    """The succeeded trial with the best objective; the earlier trial wins a tie."""
+    best: Trial | None = None
+    for t in sorted(trials, key=lambda t: t.index):
+        if t.phase != SUCCEEDED or t.objective is None:
+            continue
+        if best is None or spec.objective.better(t.objective, best.objective):  # type: ignore[arg-type]
+            best = t
+    return best
+
+
+def decide(
+    spec: ExperimentSpec, trials: Sequence[Trial], exhausted: bool, interrupted: bool = False
+) -> Decision:
+    active = tuple(t.name for t in trials if t.active)
+    failed = sum(t.phase == FAILED for t in trials)
+    best = best_trial(spec, trials)
+    if interrupted:
+        return Decision(STOPPED, INTERRUPTED, "stopped by the user", stop=active)
+    if failed >= spec.max_failed_trials:
+        message = f"{failed} trials failed; spec.maxFailedTrials is {spec.max_failed_trials}"
+        return Decision(FAILED_PHASE, MAX_FAILED_REACHED, message, stop=active)
+    if best is not None and best.objective is not None and spec.objective.reached(best.objective):
+        message = (
+            f"{best.name} reached {spec.objective.metric} {best.objective:g} "
+            f"(target {spec.objective.target:g})"
+        )
+        return Decision(SUCCEEDED_PHASE, TARGET_REACHED, message, stop=active)
+    total = len(trials)
+    if total >= spec.max_trials or exhausted:
+        reason = MAX_TRIALS_REACHED if total >= spec.max_trials else SPACE_EXHAUSTED
+        if active:
+            return Decision(RUNNING, TRIALS_RUNNING, f"{len(active)} last trials running")
+        if best is None:
+            return Decision(FAILED_PHASE, NO_TRIAL_SUCCEEDED, "no trial succeeded")
+        done = "all trials done" if reason == MAX_TRIALS_REACHED else "search space exhausted"
+        return Decision(SUCCEEDED_PHASE, reason, f"{done}; best {best.name}")
+    create = max(0, min(spec.parallelism - len(active), spec.max_trials - total))
+    if total == 0 and create == 0:
+        return Decision(PENDING, CREATED, "waiting to start trials")
+    return Decision(RUNNING, TRIALS_RUNNING, f"{len(active)} trials running", create=create)
