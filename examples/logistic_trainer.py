@@ -2,7 +2,7 @@
 """A small trainer that follows the HPO trial contract, with the standard library only.
 
 It fits a logistic-regression classifier by mini-batch SGD on a fixed synthetic data set
-(two noisy Gaussian blobs in 8 dimensions) and evaluates on a held-out split every
+(two noisy Gaussian blobs in 20 dimensions) and evaluates on a held-out split every
 `eval_step_interval` steps.
 
 In:  config.json in the working directory (learning_rate, how_many_training_steps,
@@ -24,7 +24,7 @@ DEFAULTS = {
     "eval_step_interval": 50,
     "seed": 0,
 }
-DIMENSIONS = 8
+DIMENSIONS = 20
 
 
 def make_data(n, rng):
@@ -32,7 +32,7 @@ def make_data(n, rng):
     data = []
     for _ in range(n):
         label = rng.random() < 0.5
-        shift = 0.35 if label else -0.35
+        shift = 0.25 if label else -0.25
         data.append(([rng.gauss(shift, 1.0) for _ in range(DIMENSIONS)], int(label)))
     return data
 

@@ -1,0 +1,1 @@
+"""Run an HPOExperiment on this machine: trials are local processes, state is a folder."""
