@@ -100,6 +100,16 @@ def test_quickstart_runs_shows_and_plots(tmp_path: Path) -> None:
     assert pixels.std() > 0.05  # not a blank canvas
 
 
+def test_a_relative_out_folder_works_from_any_directory(tmp_path: Path) -> None:
+    manifest = toy_manifest(tmp_path, maxTrials=2)
+    run = subprocess.run(
+        [*HPO, "run", str(manifest), "--out", "runs/rel"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert status(tmp_path / "runs" / "rel")["trials"]["succeeded"] == 2
+
+
 def test_same_manifest_and_seed_give_identical_trials(tmp_path: Path) -> None:
     manifest = toy_manifest(tmp_path)
     for out in ("a", "b"):

@@ -124,7 +124,7 @@ class LocalRunner:
                 self._start(trial)
 
     def _start(self, trial: Trial) -> None:
-        d = self.store.trial_dir(trial.name)
+        d = self.store.trial_dir(trial.name).resolve()  # the launcher runs inside it
         container = self.spec.container
         env = container_env(container, {**os.environ, "HPO_MANIFEST_DIR": str(self.manifest_dir)})
         workdir = d
