@@ -26,8 +26,8 @@ from crd_schema import (
     served_version,
     structural_problems,
 )
+from hpo_operator.core import parameters, trial
 from hpo_operator.core import spec as specmod
-from hpo_operator.core import trial
 from hpo_operator.core.spec import SpecError, parse_experiment
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -333,8 +333,8 @@ def test_parser_and_schema_accept_the_same_fields(location: str, schema_path: st
 def test_spec_fields_and_parameter_types_match_the_parser_constants() -> None:
     assert set(node(SCHEMA, "spec")["properties"]) == set(specmod.SPEC_FIELDS)
     item = node(SCHEMA, "spec.parameters[]")
-    assert set(item["properties"]) == {"name", *specmod.PARAM_TYPES}
-    assert [alt["required"] for alt in item["oneOf"]] == [[t] for t in specmod.PARAM_TYPES]
+    assert set(item["properties"]) == {"name", *parameters.PARAM_TYPES}
+    assert [alt["required"] for alt in item["oneOf"]] == [[t] for t in parameters.PARAM_TYPES]
 
 
 def test_full_manifest_sets_every_spec_field() -> None:
@@ -397,9 +397,9 @@ def test_enums_match_the_core(schema_path: str, allowed: tuple[str, ...]) -> Non
 
 
 def test_patterns_and_lengths_match_the_parser() -> None:
-    assert node(SCHEMA, "spec.parameters[].name")["pattern"] == specmod.PARAM_NAME_RE.pattern
+    assert node(SCHEMA, "spec.parameters[].name")["pattern"] == parameters.PARAM_NAME_RE.pattern
     categorical = node(SCHEMA, "spec.parameters[].categorical")["items"]
-    assert categorical["maxLength"] == specmod.MAX_CHOICE_LENGTH
+    assert categorical["maxLength"] == parameters.MAX_CHOICE_LENGTH
 
 
 @pytest.mark.parametrize(

@@ -8,22 +8,17 @@ import pytest
 
 from conftest import manifest
 from hpo_operator.core.plan import (
-    FAILED_PHASE,
     INTERRUPTED,
     MAX_FAILED_REACHED,
     MAX_TRIALS_REACHED,
     NO_TRIAL_SUCCEEDED,
-    RUNNING,
     SPACE_EXHAUSTED,
-    STOPPED,
-    SUCCEEDED_PHASE,
     TARGET_REACHED,
     decide,
 )
 from hpo_operator.core.spec import parse_experiment
 from hpo_operator.core.status import MAX_RESULT_ROWS, build_status
-from hpo_operator.core.trial import FAILED, PENDING, SUCCEEDED, Trial
-from hpo_operator.core.trial import RUNNING as TRIAL_RUNNING
+from hpo_operator.core.trial import FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, Trial
 
 NOW = "2026-12-04T20:00:00Z"
 LATER = "2026-12-04T21:00:00Z"
@@ -42,15 +37,15 @@ def row(index: int, phase: str, objective: float | None = None) -> Trial:
     ("trials", "exhausted", "phase", "reason", "create", "stop"),
     [
         ([], False, RUNNING, "TrialsRunning", 2, ()),
-        ([row(0, TRIAL_RUNNING)], False, RUNNING, "TrialsRunning", 1, ()),
-        ([row(0, SUCCEEDED, 0.5), row(1, TRIAL_RUNNING)], False, RUNNING, "TrialsRunning", 1, ()),
-        ([row(i, SUCCEEDED, 0.1 * i) for i in range(6)], False, SUCCEEDED_PHASE,
+        ([row(0, RUNNING)], False, RUNNING, "TrialsRunning", 1, ()),
+        ([row(0, SUCCEEDED, 0.5), row(1, RUNNING)], False, RUNNING, "TrialsRunning", 1, ()),
+        ([row(i, SUCCEEDED, 0.1 * i) for i in range(6)], False, SUCCEEDED,
          MAX_TRIALS_REACHED, 0, ()),
-        ([row(0, SUCCEEDED, 0.5)], True, SUCCEEDED_PHASE, SPACE_EXHAUSTED, 0, ()),
+        ([row(0, SUCCEEDED, 0.5)], True, SUCCEEDED, SPACE_EXHAUSTED, 0, ()),
         ([row(0, SUCCEEDED, 0.5), row(1, PENDING)], True, RUNNING, "TrialsRunning", 0, ()),
-        ([row(0, FAILED), row(1, FAILED), row(2, TRIAL_RUNNING)], False, FAILED_PHASE,
+        ([row(0, FAILED), row(1, FAILED), row(2, RUNNING)], False, FAILED,
          MAX_FAILED_REACHED, 0, ("exp-t2",)),
-        ([row(0, FAILED)], True, FAILED_PHASE, NO_TRIAL_SUCCEEDED, 0, ()),
+        ([row(0, FAILED)], True, FAILED, NO_TRIAL_SUCCEEDED, 0, ()),
     ],
 )  # fmt: skip
 def test_decide(
@@ -67,14 +62,14 @@ def test_decide(
 
 def test_target_reached_stops_running_trials() -> None:
     s = spec(objective={"metric": "accuracy", "direction": "maximize", "target": 0.9})
-    d = decide(s, [row(0, SUCCEEDED, 0.95), row(1, TRIAL_RUNNING)], False)
-    assert (d.phase, d.reason, d.stop) == (SUCCEEDED_PHASE, TARGET_REACHED, ("exp-t1",))
+    d = decide(s, [row(0, SUCCEEDED, 0.95), row(1, RUNNING)], False)
+    assert (d.phase, d.reason, d.stop) == (SUCCEEDED, TARGET_REACHED, ("exp-t1",))
     assert "0.95" in d.message and "0.9" in d.message
 
 
 def test_minimize_target_and_best() -> None:
     s = spec(objective={"metric": "loss", "direction": "minimize", "target": 0.2})
-    trials = [row(0, SUCCEEDED, 0.5), row(1, SUCCEEDED, 0.3), row(2, TRIAL_RUNNING)]
+    trials = [row(0, SUCCEEDED, 0.5), row(1, SUCCEEDED, 0.3), row(2, RUNNING)]
     assert decide(s, trials, False).phase == RUNNING
     status = build_status(s, trials, decide(s, trials, False), now=NOW)
     assert status["bestTrial"]["name"] == "exp-t1"
@@ -83,12 +78,12 @@ def test_minimize_target_and_best() -> None:
 
 
 def test_interrupted_stops_everything() -> None:
-    d = decide(spec(), [row(0, TRIAL_RUNNING), row(1, PENDING)], False, interrupted=True)
+    d = decide(spec(), [row(0, RUNNING), row(1, PENDING)], False, interrupted=True)
     assert (d.phase, d.reason, d.stop) == (STOPPED, INTERRUPTED, ("exp-t0", "exp-t1"))
 
 
 def test_lowered_parallelism_creates_nothing_until_trials_finish() -> None:
-    running = [row(i, TRIAL_RUNNING) for i in range(3)]
+    running = [row(i, RUNNING) for i in range(3)]
     assert decide(spec(parallelism=1), running, False).create == 0
 
 
@@ -98,7 +93,7 @@ def test_status_document_fields() -> None:
         Trial(0, "exp-t0", {"steps": 100}, SUCCEEDED, 0.7, 100, ((50, 0.6), (100, 0.7))),
         Trial(1, "exp-t1", {"steps": 200}, SUCCEEDED, 0.8, 150, ((100, 0.75), (150, 0.8))),
         Trial(2, "exp-t2", {"steps": 300}, FAILED, reason="trainer exited with code 1"),
-        Trial(3, "exp-t3", {"steps": 400}, TRIAL_RUNNING),
+        Trial(3, "exp-t3", {"steps": 400}, RUNNING),
     ]
     d = decide(s, trials, False)
     status = build_status(s, trials, d, now=NOW, observed_generation=3)
@@ -122,7 +117,7 @@ def test_status_document_fields() -> None:
 
 def test_conditions_keep_their_transition_time_until_they_change() -> None:
     s = spec()
-    running = [row(0, TRIAL_RUNNING)]
+    running = [row(0, RUNNING)]
     first = build_status(s, running, decide(s, running, False), now=NOW)
     again = build_status(s, running, decide(s, running, False), now=LATER, previous=first)
     assert {c["lastTransitionTime"] for c in again["conditions"]} == {NOW}
@@ -140,7 +135,7 @@ def test_status_stays_bounded_at_ten_thousand_trials() -> None:
             i,
             f"exp-t{i}",
             {"learning_rate": 0.000123456789 * (i + 1), "steps": i, "optimizer": "x" * 40},
-            FAILED if i % 7 == 0 else TRIAL_RUNNING if i >= 9_960 else SUCCEEDED,
+            FAILED if i % 7 == 0 else RUNNING if i >= 9_960 else SUCCEEDED,
             None if i % 7 == 0 or i >= 9_960 else (i * 7919 % 10_000) / 10_000,
             4900.0,
             curve,

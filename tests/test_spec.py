@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hpo_operator.core.parameters import MAX_CHOICE_LENGTH
 from hpo_operator.core.spec import (
     DEFAULT_ALGORITHM,
     DEFAULT_GPU_RESOURCE,
@@ -14,7 +15,6 @@ from hpo_operator.core.spec import (
     DEFAULT_MAX_TRIALS,
     DEFAULT_PARALLELISM,
     DEFAULT_STEP_KEY,
-    MAX_CHOICE_LENGTH,
     MAX_GRID_SIZE,
     MAX_NAME_LENGTH,
     Algorithm,

@@ -18,10 +18,9 @@ import optuna
 import yaml
 from rich.console import Console
 
-from .core.plan import STOPPED, SUCCEEDED_PHASE
 from .core.results import read_progress
 from .core.spec import ExperimentSpec, SpecError, parse_experiment
-from .core.trial import Trial
+from .core.trial import STOPPED, SUCCEEDED, Trial
 from .local.runner import LocalRunner
 from .local.store import Store
 from .report import LiveReporter, best_line, results_table
@@ -98,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if phase == STOPPED:
         console.print(f"Continue with: hpo run {path} --out {store.root} --resume")
         return EXIT_INTERRUPTED
-    return EXIT_OK if phase == SUCCEEDED_PHASE else EXIT_FAILED
+    return EXIT_OK if phase == SUCCEEDED else EXIT_FAILED
 
 
 def _prepare(store: Store, path: Path, manifest: Any, spec: ExperimentSpec, resume: bool) -> None:

@@ -7,15 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .spec import ExperimentSpec
-from .trial import FAILED, SUCCEEDED, Trial
+from .trial import FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, Trial
 
-PENDING = "Pending"
-RUNNING = "Running"
-SUCCEEDED_PHASE = "Succeeded"
-FAILED_PHASE = "Failed"
-STOPPED = "Stopped"
-EXPERIMENT_PHASES = (PENDING, RUNNING, SUCCEEDED_PHASE, FAILED_PHASE, STOPPED)
-TERMINAL_PHASES = (SUCCEEDED_PHASE, FAILED_PHASE, STOPPED)
+# An experiment's phase takes the same five words as a trial's (trial.PHASES).
+TERMINAL_PHASES = (SUCCEEDED, FAILED, STOPPED)
 
 # Reasons, CamelCase as Kubernetes condition reasons are.
 TRIALS_RUNNING = "TrialsRunning"
@@ -59,22 +54,22 @@ def decide(
         return Decision(STOPPED, INTERRUPTED, "stopped by the user", stop=active)
     if failed >= spec.max_failed_trials:
         message = f"{failed} trials failed; spec.maxFailedTrials is {spec.max_failed_trials}"
-        return Decision(FAILED_PHASE, MAX_FAILED_REACHED, message, stop=active)
+        return Decision(FAILED, MAX_FAILED_REACHED, message, stop=active)
     if best is not None and best.objective is not None and spec.objective.reached(best.objective):
         message = (
             f"{best.name} reached {spec.objective.metric} {best.objective:g} "
             f"(target {spec.objective.target:g})"
         )
-        return Decision(SUCCEEDED_PHASE, TARGET_REACHED, message, stop=active)
+        return Decision(SUCCEEDED, TARGET_REACHED, message, stop=active)
     total = len(trials)
     if total >= spec.max_trials or exhausted:
         reason = MAX_TRIALS_REACHED if total >= spec.max_trials else SPACE_EXHAUSTED
         if active:
             return Decision(RUNNING, TRIALS_RUNNING, f"{len(active)} last trials running")
         if best is None:
-            return Decision(FAILED_PHASE, NO_TRIAL_SUCCEEDED, "no trial succeeded")
+            return Decision(FAILED, NO_TRIAL_SUCCEEDED, "no trial succeeded")
         done = "all trials done" if reason == MAX_TRIALS_REACHED else "search space exhausted"
-        return Decision(SUCCEEDED_PHASE, reason, f"{done}; best {best.name}")
+        return Decision(SUCCEEDED, reason, f"{done}; best {best.name}")
     create = max(0, min(spec.parallelism - len(active), spec.max_trials - total))
     if total == 0 and create == 0:
         return Decision(PENDING, CREATED, "waiting to start trials")

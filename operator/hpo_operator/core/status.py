@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .plan import FAILED_PHASE, RUNNING, SUCCEEDED_PHASE, Decision, best_trial
+from .plan import Decision, best_trial
 from .spec import ExperimentSpec
-from .trial import FINISHED, PHASES, SUCCEEDED, Trial
+from .trial import FAILED, FINISHED, PHASES, RUNNING, SUCCEEDED, Trial
 
 MAX_RESULT_ROWS = 200
 BEST_ROWS = 50
@@ -70,7 +70,7 @@ def _conditions(
 ) -> list[dict[str, Any]]:
     before = {c.get("type"): c for c in previous}
     out = []
-    for kind in (RUNNING, SUCCEEDED_PHASE, FAILED_PHASE):
+    for kind in (RUNNING, SUCCEEDED, FAILED):
         state = "True" if decision.phase == kind else "False"
         cond = {
             "type": kind,
