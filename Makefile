@@ -4,40 +4,51 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
+FIXTURES ?= out/fixtures
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install fixtures demo quickstart test lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## create .venv with the operator, the `hpo` CLI and the test tools
+install: $(VENV)/.installed ## create .venv: the operator, `hpo`, the example trainer, test tools
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e './trainer-image[fixtures]'
 	touch $@
 
-demo: install ## run examples/quickstart.yaml locally and print the results table
+fixtures: install ## build the offline digits images and feature module in out/fixtures
+	$(BIN)/python -m hpo_trainer.fixtures --out $(FIXTURES)
+
+# Trials run `python -m hpo_trainer.retrain`: the virtualenv's python comes first on PATH.
+demo: export PATH := $(abspath $(BIN)):$(PATH)
+demo: fixtures ## grid over training steps with the real TF retrainer (examples/digits-steps.yaml)
 	rm -rf $(DEMO_OUT)
-	$(BIN)/hpo run examples/quickstart.yaml --out $(DEMO_OUT)
+	$(BIN)/hpo run examples/digits-steps.yaml --out $(DEMO_OUT)
 	$(BIN)/hpo plot $(DEMO_OUT) -o $(DEMO_OUT)/results.png
+
+quickstart: install ## the stdlib-only example: examples/quickstart.yaml
+	rm -rf out/quickstart
+	$(BIN)/hpo run examples/quickstart.yaml --out out/quickstart
 
 test: install lint ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 lint: install ## ruff (lint + format check) and mypy --strict on the operator package
-	$(BIN)/ruff check operator tests bench examples
-	$(BIN)/ruff format --check operator tests bench examples
+	$(BIN)/ruff check operator trainer-image tests bench examples
+	$(BIN)/ruff format --check operator trainer-image tests bench examples
 	$(BIN)/mypy
 
 format: install ## apply ruff's formatting and autofixes
-	$(BIN)/ruff format operator tests bench examples
-	$(BIN)/ruff check --fix operator tests bench examples
+	$(BIN)/ruff format operator trainer-image tests bench examples
+	$(BIN)/ruff check --fix operator trainer-image tests bench examples
 
-bench: install ## print benchmark figures (bench/)
+bench: install fixtures ## print benchmark figures (bench/)
 	$(BIN)/python bench/search_bench.py
+	$(BIN)/python bench/trainer_bench.py --fixtures $(FIXTURES)
 
 clean: ## remove the virtualenv, caches and demo output
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
