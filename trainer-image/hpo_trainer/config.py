@@ -125,7 +125,9 @@ def load_settings(
     if not settings.image_dir:
         raise ConfigError("--image_dir: required (a folder with one sub-folder per class)")
     if settings.validation_percentage + settings.testing_percentage >= 100:
+        split_keys = {"validation_percentage", "testing_percentage"} & set(overrides)
         raise ConfigError(
+            f"{path if split_keys else 'flags'}: "
             "validation_percentage + testing_percentage must be < 100, got "
             f"{settings.validation_percentage} + {settings.testing_percentage}"
         )

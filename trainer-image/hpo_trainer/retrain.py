@@ -191,8 +191,15 @@ def run(settings: Namespace) -> None:
     result_dir.mkdir(parents=True, exist_ok=True)
     layer = _load_module(settings)
     vectors = features(settings, dataset, layer)
+    started = time.monotonic()
     head, _ = train(settings, dataset, vectors, result_dir)
-    print(f"model saved to {export(settings, dataset, layer, head, result_dir)}", flush=True)
+    trained = time.monotonic()
+    target = export(settings, dataset, layer, head, result_dir)
+    print(
+        f"trained in {trained - started:.1f} s; model saved to {target} "
+        f"in {time.monotonic() - trained:.1f} s",
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
