@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import copy
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.config import new_client_from_config
+
+from cluster.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +54,36 @@ def manifest(**spec: Any) -> dict[str, Any]:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+# --- the real local control plane (tests/cluster/) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager on loopback, for the whole session.
+    Builds the binaries on first use (cached outside the repository)."""
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"))
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Iterator[ApiClient]:
+    """An admin API client for the session's control plane."""
+    client = new_client_from_config(config_file=str(control_plane.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(kube: ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (the namespace controller empties it)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)

@@ -155,7 +155,11 @@ def schema_errors(manifest: object, crd: Mapping[str, Any] | None = None) -> lis
             errors.append(f"apiVersion: Invalid value: must be {api_version}")
         if manifest.get("kind") != kind:
             errors.append(f"kind: Invalid value: must be {kind}")
-    validator = jsonschema.Draft4Validator(to_jsonschema(openapi_schema(crd)))
+    schema = dict(openapi_schema(crd))
+    # metadata is ObjectMeta, implicit in every CRD (a CRD may not declare it); the API server
+    # checks it itself, as parse_experiment checks metadata.name.
+    schema["properties"] = {**schema["properties"], "metadata": {"type": "object"}}
+    validator = jsonschema.Draft4Validator(to_jsonschema(schema))
     ordered = sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.path)))
     for error in ordered:
         errors.extend(line for line in _describe(error) if line not in errors)
