@@ -7,7 +7,9 @@ DEMO_OUT ?= out/demo
 FIXTURES ?= out/fixtures
 
 .DEFAULT_GOAL := help
-.PHONY: help install fixtures demo quickstart test lint format bench clean
+CLUSTER_DIR ?= .cluster
+
+.PHONY: help install fixtures demo quickstart test lint format bench clean control-plane cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +20,7 @@ $(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]' -e './trainer-image[fixtures]'
+	bash tests/cluster/install-helm.sh $(BIN)
 	touch $@
 
 fixtures: install ## build the offline digits images and feature module in out/fixtures
@@ -49,6 +52,15 @@ format: install ## apply ruff's formatting and autofixes
 bench: install fixtures ## print benchmark figures (bench/)
 	$(BIN)/python bench/search_bench.py
 	$(BIN)/python bench/trainer_bench.py --fixtures $(FIXTURES)
+
+control-plane: ## build kube-apiserver + kube-controller-manager v1.20.2 (cached in ~/.cache/hpo-operator)
+	bash tests/cluster/build-control-plane.sh
+
+cluster-up: install ## start etcd, kube-apiserver, kube-controller-manager and the node simulator
+	$(BIN)/python tests/cluster/cluster.py up --dir $(CLUSTER_DIR)
+
+cluster-down: ## stop what cluster-up started
+	$(BIN)/python tests/cluster/cluster.py down --dir $(CLUSTER_DIR)
 
 clean: ## remove the virtualenv, caches and demo output
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -22,11 +22,13 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build-control-plane.sh"
+CRDS = HERE.parent.parent / "crds"  # installed before the controllers start
 ETCD = "/usr/bin/etcd"
 READY_TIMEOUT = 60.0
 
@@ -121,6 +123,9 @@ class ControlPlane:
             pids["kube-apiserver"] = self._spawn(str(bins / "kube-apiserver"), apiserver, logs)
             self._write_pids(pids)
             self._wait_ready(pki / "ca.crt")
+            # The garbage collector learns new kinds only on its 30 s discovery resync: install
+            # the project's CRDs before it starts, so owner references to them cascade at once.
+            install_crds(self.kubeconfig, sorted(CRDS.glob("*.yaml")))
             manager = _controller_manager_args(self.kubeconfig, pki)
             pids["kube-controller-manager"] = self._spawn(
                 str(bins / "kube-controller-manager"), manager, logs
@@ -167,19 +172,45 @@ class ControlPlane:
 
 
 def stop_pids(pids_file: Path, grace: float = 10.0) -> list[str]:
-    """Stop what a state folder records as started: SIGTERM, then SIGKILL after `grace` s."""
+    """Stop what a state folder records as started, last started first, one at a time (the
+    API server exits promptly only while etcd is still there): SIGTERM, then SIGKILL after
+    `grace` seconds."""
     if not pids_file.exists():
         return []
     pids: dict[str, int] = json.loads(pids_file.read_text())
     for pid in reversed(list(pids.values())):
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for pid in pids.values():
+        deadline = time.monotonic() + grace
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         _signal(pid, signal.SIGKILL)
     pids_file.unlink()
     return list(pids)
+
+
+def install_crds(kubeconfig: Path, files: list[Path], timeout: float = 30.0) -> None:
+    """Create the CustomResourceDefinitions in `files` and wait until they are Established."""
+    from kubernetes.client import ApiextensionsV1Api
+    from kubernetes.config import new_client_from_config
+
+    with new_client_from_config(config_file=str(kubeconfig)) as client:
+        api = ApiextensionsV1Api(client)
+        names = []
+        for path in files:
+            crd = yaml.safe_load(path.read_text())
+            api.create_custom_resource_definition(crd)
+            names.append(crd["metadata"]["name"])
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while not _established(api.read_custom_resource_definition(name)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"CRD {name} not Established after {timeout:.0f} s")
+                time.sleep(0.1)
+
+
+def _established(crd: Any) -> bool:
+    conditions = crd.status.conditions or [] if crd.status else []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -28,7 +28,7 @@ from .store import Store
 
 POLL_SECONDS = 0.1
 STOP_GRACE_SECONDS = 10.0
-_VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+_VAR_RE = re.compile(r"\$\$|\$\(([^)]*)\)")
 
 
 class Reporter(Protocol):
