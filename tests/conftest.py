@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.config import new_client_from_config
 
 from cluster.control_plane import ControlPlane
+from cluster.node_simulator import NodeSimulator, NodeSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,3 +89,33 @@ def namespace(kube: ApiClient) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def sim(kube: ApiClient, tmp_path: Path) -> Iterator[NodeSimulator]:
+    """One simulated node with 8 CPUs, 32 GiB and 2 GPUs, new for each test."""
+    node = NodeSpec(
+        name=f"sim-{uuid.uuid4().hex[:6]}",
+        capacity={"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2", "pods": "110"},
+    )
+    with NodeSimulator(kube, [node], tmp_path / "sim") as simulator:
+        simulator.wait_ready(60)
+        yield simulator
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, probe: Callable[[], T], timeout: float = 30.0, state: Callable[[], Any] | None = None
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` and the last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            seen = state() if state else value
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; saw {seen}")
+        time.sleep(0.1)

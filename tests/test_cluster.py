@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,9 +21,10 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from cluster.node_simulator import ImageMap, ImageMapError, NodeSimulator, NodeSpec
+from cluster.node_simulator import ImageMap, ImageMapError
 from cluster.sim_containers import PathRewriter, expand
 from cluster.sim_fit import node_reasons, pod_requests, unschedulable_message
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_IMAGE = "python:3.11"
@@ -33,21 +33,6 @@ T = TypeVar("T")
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def wait_for(
-    what: str, probe: Callable[[], T], timeout: float = 30.0, state: Callable[[], Any] | None = None
-) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` and the last state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = state() if state else value
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; saw {seen}")
-        time.sleep(0.1)
 
 
 def describe_pods(core: CoreV1Api, namespace: str) -> list[tuple[Any, ...]]:
@@ -154,18 +139,6 @@ def terminated(pod: V1Pod) -> Any:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sim(kube: ApiClient, tmp_path: Path) -> Iterator[NodeSimulator]:
-    """One simulated node with 8 CPUs, 32 GiB and 2 GPUs, new for each test."""
-    node = NodeSpec(
-        name=f"sim-{uuid.uuid4().hex[:6]}",
-        capacity={"cpu": "8", "memory": "32Gi", GPU: "2", "pods": "110"},
-    )
-    with NodeSimulator(kube, [node], tmp_path / "sim") as simulator:
-        simulator.wait_ready(60)
-        yield simulator
 
 
 # --- Jobs through the real Job controller --------------------------------------------------------
