@@ -432,3 +432,13 @@ def test_results_is_stdlib_only_and_python38_syntax() -> None:
             imported.add((node.module or "").split(".")[0])
     assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
     assert source.splitlines().count("from __future__ import annotations") == 1
+
+
+def test_summarize_takes_integer_points() -> None:
+    """Points built by hand (not parsed) may hold ints; Python < 3.12 ints lack is_integer."""
+    summary = results.summarize([(100, 1), (200, 2)], metric="m", direction="maximize")
+    assert (summary["step"], summary["objective"], summary["curve"]) == (
+        200,
+        2,
+        [[100, 1], [200, 2]],
+    )

@@ -244,6 +244,7 @@ def _summary(
 
 
 def _step_out(step: float) -> float | int:
+    step = float(step)  # points may hold ints; int.is_integer exists only from 3.12
     return int(step) if step.is_integer() and abs(step) < _MAX_EXACT_INT else step
 
 
