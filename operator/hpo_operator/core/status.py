@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .plan import Decision, best_trial
+from .plan import SPEC_INVALID, Decision, best_trial
 from .spec import ExperimentSpec
 from .trial import FAILED, FINISHED, PHASES, RUNNING, SUCCEEDED, Trial
 
@@ -131,3 +131,24 @@ def _fill_results(status: dict[str, Any], spec: ExperimentSpec, trials: Sequence
         if limit == 0 or len(json.dumps(status)) <= MAX_STATUS_BYTES:
             return
         limit = limit * 3 // 4
+
+
+def invalid_spec_status(
+    errors: Sequence[tuple[str, str]],
+    *,
+    now: str,
+    previous: Mapping[str, Any] | None = None,
+    observed_generation: int | None = None,
+) -> dict[str, Any]:
+    """The status of an experiment whose spec the parser refused: Failed, every error listed."""
+    message = "; ".join(f"{path}: {text}" for path, text in errors)
+    decision = Decision(FAILED, SPEC_INVALID, message)
+    status: dict[str, Any] = {
+        "phase": FAILED,
+        "reason": SPEC_INVALID,
+        "message": message,
+        "conditions": _conditions(decision, now, (previous or {}).get("conditions", [])),
+    }
+    if observed_generation is not None:
+        status["observedGeneration"] = observed_generation
+    return status

@@ -1,0 +1,55 @@
+"""kopf registrations: each unpacks kwargs and delegates to `reconcile`.
+
+KUBECONFIG=... kopf run -m hpo_operator.handlers --standalone [--namespace NS]
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from .k8s.api import Cluster, api_client
+from .reconcile import reconcile
+from .settings import Settings
+
+GROUP, VERSION, PLURAL = "hpo.dev", "v1alpha1", "hpoexperiments"
+SETTINGS = Settings.from_env()
+_cluster: list[Cluster] = []
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Keep kopf's bookkeeping in annotations: the status schema is ours and closed.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    _cluster.append(Cluster(api_client()))
+
+
+def _reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+    patch.status.update(reconcile(body, _cluster[0], SETTINGS, _now()))
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL, id="create")
+def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _reconcile(body, patch)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")
+def on_resume(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _reconcile(body, patch)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="update")
+def on_update(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _reconcile(body, patch)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_seconds, id="reconcile")
+def on_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _reconcile(body, patch)

@@ -1,0 +1,52 @@
+"""The operator's settings: one frozen dataclass read from HPO_* environment variables once,
+at start-up, and validated there (a bad value stops the operator with a message naming it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_OPERATOR_IMAGE = "ghcr.io/hpo-operator/hpo-operator:0.1.0"
+
+
+class SettingsError(ValueError):
+    """An HPO_* variable with a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    operator_image: str = DEFAULT_OPERATOR_IMAGE
+    """HPO_OPERATOR_IMAGE: the image whose launcher the trial pods' init container copies."""
+    reconcile_seconds: float = 5.0
+    """HPO_RECONCILE_SECONDS: how often each experiment is reconciled."""
+    unschedulable_seconds: float = 600.0
+    """HPO_UNSCHEDULABLE_SECONDS: a trial pod unschedulable this long fails its trial."""
+    gpu_resource_name: str | None = None
+    """HPO_GPU_RESOURCE_NAME: overrides spec.trialResources.gpuResourceName (e.g. MIG)."""
+    trainer_python: str = "python3"
+    """HPO_TRAINER_PYTHON: the interpreter in trainer images that runs the launcher."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            operator_image=env.get("HPO_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE),
+            reconcile_seconds=_positive(env, "HPO_RECONCILE_SECONDS", 5.0),
+            unschedulable_seconds=_positive(env, "HPO_UNSCHEDULABLE_SECONDS", 600.0),
+            gpu_resource_name=env.get("HPO_GPU_RESOURCE_NAME") or None,
+            trainer_python=env.get("HPO_TRAINER_PYTHON", "python3"),
+        )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r}: must be > 0")
+    return value
