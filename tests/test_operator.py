@@ -4,6 +4,7 @@ refuses ends Failed with its field path."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import ApiClient, BatchV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
 
 from cluster.control_plane import ControlPlane
 from conftest import ROOT, manifest, wait_for
@@ -23,30 +25,63 @@ KOPF = str(Path(sys.executable).parent / "kopf")
 API = ("hpo.dev", "v1alpha1")
 
 
+class OperatorProcess:
+    """`kopf run` of the operator, startable and killable at will."""
+
+    def __init__(self, plane: ControlPlane, namespace: str, log: Path) -> None:
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(plane.kubeconfig),
+            "HPO_OPERATOR_IMAGE": "registry.example/hpo-operator:0.1",
+            "HPO_RECONCILE_SECONDS": "1",
+        }
+        self.namespace, self.log = namespace, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone",
+                 "--namespace", self.namespace],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
 @pytest.fixture
-def operator(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[None]:
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(control_plane.kubeconfig),
-        "HPO_OPERATOR_IMAGE": "registry.example/hpo-operator:0.1",
-        "HPO_RECONCILE_SECONDS": "1",
-    }
-    log = (tmp_path / "operator.log").open("wb")
-    proc = subprocess.Popen(
-        [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone", "--namespace", namespace],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+def operator(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(control_plane, namespace, tmp_path / "operator.log")
+    process.start()
     try:
-        yield
+        yield process
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-        print((tmp_path / "operator.log").read_text()[-4000:])
+        process.stop()
+        print(process.log.read_text()[-4000:])
 
 
-def toy(**spec: Any) -> dict[str, Any]:
-    container = {"name": "trainer", "image": "python:3.11", "command": ["python3", str(TOY)]}
+def toy(
+    env: dict[str, str] | None = None, image: str = "python:3.11", **spec: Any
+) -> dict[str, Any]:
+    container = {
+        "name": "trainer",
+        "image": image,
+        "command": ["python3", str(TOY)],
+        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+    }
     fields = {
         "algorithm": {"name": "grid"},
         "parameters": [{"name": "x", "values": [0.1, 0.3, 0.6]}],
@@ -67,7 +102,7 @@ def status_of(kube: ApiClient, namespace: str, name: str) -> dict[str, Any]:
 
 
 def test_an_experiment_runs_to_the_end_with_the_local_runners_best(
-    kube: ApiClient, namespace: str, sim: Any, operator: None, tmp_path: Path
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess, tmp_path: Path
 ) -> None:
     doc = toy()
     CustomObjectsApi(kube).create_namespaced_custom_object(*API, namespace, "hpoexperiments", doc)
@@ -96,7 +131,7 @@ def test_an_experiment_runs_to_the_end_with_the_local_runners_best(
 
 
 def test_a_spec_the_parser_refuses_ends_failed_with_the_field_path(
-    kube: ApiClient, namespace: str, operator: None
+    kube: ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
     doc = toy(parameters=[{"name": "x", "int": {"min": 5, "max": 3}}])
     CustomObjectsApi(kube).create_namespaced_custom_object(*API, namespace, "hpoexperiments", doc)
@@ -108,3 +143,148 @@ def test_a_spec_the_parser_refuses_ends_failed_with_the_field_path(
     assert status["phase"] == "Failed" and status["reason"] == "SpecInvalid"
     assert "spec.parameters[0].int: min (5) must be less than max (3)" in status["message"]
     assert BatchV1Api(kube).list_namespaced_job(namespace).items == []
+
+
+def create(kube: ApiClient, namespace: str, doc: dict[str, Any]) -> None:
+    CustomObjectsApi(kube).create_namespaced_custom_object(*API, namespace, "hpoexperiments", doc)
+
+
+def finished(kube: ApiClient, namespace: str, timeout: float = 120) -> Any:
+    def done() -> dict[str, Any] | None:
+        status = status_of(kube, namespace, "toy")
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(
+        "the experiment to finish", done, timeout, state=lambda: status_of(kube, namespace, "toy")
+    )
+
+
+def job_names(kube: ApiClient, namespace: str) -> list[str]:
+    return sorted(j.metadata.name for j in BatchV1Api(kube).list_namespaced_job(namespace).items)
+
+
+def test_events_tell_the_story(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    create(kube, namespace, toy(parameters=[{"name": "x", "values": [0.2]}]))
+    assert finished(kube, namespace)["phase"] == "Succeeded"
+    expected = {"TrialCreated", "TrialSucceeded", "ExperimentSucceeded"}
+
+    def reasons() -> set[str]:
+        events = CoreV1Api(kube).list_namespaced_event(namespace).items
+        return {e.reason for e in events if e.involved_object.kind == "HPOExperiment"}
+
+    wait_for("the experiment's events", lambda: reasons() >= expected, timeout=20)
+    assert "TrialFailed" not in reasons()
+
+
+def test_an_operator_killed_and_restarted_loses_nothing_and_duplicates_nothing(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    doc = toy(env={"TOY_SLEEP": "0.4"}, parameters=[{"name": "x", "values": values}])
+    create(kube, namespace, doc)
+    for jobs_seen in (1, 3, 5):
+        wait_for(f"{jobs_seen} Jobs", lambda n=jobs_seen: len(job_names(kube, namespace)) >= n, 60)
+        operator.kill()
+        operator.start()
+    status = finished(kube, namespace)
+    assert job_names(kube, namespace) == [f"toy-t{i}" for i in range(6)]
+    assert status["phase"] == "Succeeded" and status["trials"]["succeeded"] == 6
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    command = [
+        sys.executable,
+        "-m",
+        "hpo_operator.cli",
+        "run",
+        str(path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0
+    local = yaml.safe_load((tmp_path / "o" / "status.yaml").read_text())
+    keep = ("name", "parameters", "phase", "objective", "step", "curve")
+    assert [{k: r.get(k) for k in keep} for r in status["results"]] == [
+        {k: r.get(k) for k in keep} for r in local["results"]
+    ]
+    assert status["bestTrial"] == local["bestTrial"]
+
+
+def test_two_gpus_run_two_trials_at_once_and_the_rest_wait_visibly(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    doc = toy(
+        env={"TOY_SLEEP": "0.7"},
+        parameters=[{"name": "x", "values": [0.1, 0.2, 0.3, 0.4]}],
+        parallelism=4,
+        trialResources={"gpus": 1},
+    )
+    create(kube, namespace, doc)
+
+    def waiting() -> list[dict[str, Any]]:
+        rows = status_of(kube, namespace, "toy").get("results", [])
+        gpu = "Insufficient nvidia.com/gpu"
+        return [r for r in rows if r["phase"] == "Pending" and gpu in (r.get("reason") or "")]
+
+    assert wait_for("a trial waiting for a GPU", waiting, timeout=60)
+    assert finished(kube, namespace)["trials"]["succeeded"] == 4
+    spans = [json.loads(p.read_text()) for p in sim.work_dir.glob("volumes/*/toy/*/times.json")]
+    assert len(spans) == 4
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    assert most == 2
+
+
+def test_failing_trials_fail_alone_until_max_failed_trials(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    doc = toy(env={"TOY_FAIL_ABOVE": "0.4"}, parameters=[{"name": "x", "values": [0.1, 0.5, 0.9]}],
+              maxFailedTrials=3)  # fmt: skip
+    create(kube, namespace, doc)
+    status = finished(kube, namespace)
+    assert status["phase"] == "Succeeded", status
+    rows = {r["name"]: r for r in status["results"]}
+    assert rows["toy-t0"]["phase"] == "Succeeded"
+    for name in ("toy-t1", "toy-t2"):
+        assert rows[name]["phase"] == "Failed" and "code 3" in rows[name]["reason"]
+        assert rows[name]["curve"]  # what the trial measured before failing is kept
+
+
+def test_an_unknown_image_fails_its_trials_and_then_the_experiment(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    doc = toy(image="registry.example/no-such-trainer:1", maxFailedTrials=2, parallelism=1)
+    create(kube, namespace, doc)
+    status = finished(kube, namespace)
+    assert status["phase"] == "Failed" and status["reason"] == "MaxFailedTrialsReached"
+    assert all("image cannot be pulled" in r["reason"] for r in status["results"])
+    assert status["trials"]["total"] == 2
+
+
+def test_schema_errors_are_refused_by_the_api_server(kube: ApiClient, namespace: str) -> None:
+    doc = toy()
+    doc["spec"]["objective"]["direction"] = "maximise"
+    with pytest.raises(ApiException) as refused:
+        create(kube, namespace, doc)
+    assert refused.value.status == 422
+    assert "spec.objective.direction" in str(refused.value.body)
+
+
+def test_deleting_the_experiment_removes_its_jobs_and_config_maps(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    create(kube, namespace, toy(parameters=[{"name": "x", "values": [0.2, 0.3]}]))
+    finished(kube, namespace)
+    core = CoreV1Api(kube)
+    assert len(job_names(kube, namespace)) == 2
+    CustomObjectsApi(kube).delete_namespaced_custom_object(
+        *API, namespace, "hpoexperiments", "toy", propagation_policy="Background"
+    )
+    trial_maps = lambda: [c for c in core.list_namespaced_config_map(namespace).items  # noqa: E731
+                          if c.metadata.name.startswith("toy-t")]  # fmt: skip
+    wait_for("Jobs and ConfigMaps to be collected",
+             lambda: not job_names(kube, namespace) and not trial_maps(), timeout=30)  # fmt: skip

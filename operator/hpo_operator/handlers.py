@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from .k8s.api import Cluster, api_client
-from .reconcile import reconcile
+from .reconcile import reconcile, transitions
 from .settings import Settings
 
 GROUP, VERSION, PLURAL = "hpo.dev", "v1alpha1", "hpoexperiments"
@@ -32,7 +32,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
-    patch.status.update(reconcile(body, _cluster[0], SETTINGS, _now()))
+    status = reconcile(body, _cluster[0], SETTINGS, _now())
+    patch.status.update(status)
+    for kind, reason, message in transitions(body.get("status") or {}, status):
+        kopf.event(body, type=kind, reason=reason, message=message)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, id="create")

@@ -80,3 +80,32 @@ def reconcile(
     return build_status(
         spec, trials, decision, now=now, previous=previous, observed_generation=generation
     )
+
+
+Event = tuple[str, str, str]  # (type Normal|Warning, reason, message)
+
+
+def transitions(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """The Events that tell what changed between two status documents: trials started,
+    succeeded or failed, and the experiment ending."""
+    before = {r["name"]: r.get("phase") for r in previous.get("results") or []}
+    events: list[Event] = []
+    for row in status.get("results") or []:
+        name, phase = row["name"], row.get("phase")
+        if before.get(name) == phase:
+            continue
+        if name not in before:
+            params = " ".join(f"{k}={v}" for k, v in row.get("parameters", {}).items())
+            events.append(("Normal", "TrialCreated", f"{name}: {params}"))
+        if phase == "Succeeded":
+            where = f" at step {row['step']}" if row.get("step") is not None else ""
+            events.append(
+                ("Normal", "TrialSucceeded", f"{name}: objective {row.get('objective')}{where}")
+            )
+        elif phase == "Failed":
+            events.append(("Warning", "TrialFailed", f"{name}: {row.get('reason')}"))
+    phase = status.get("phase")
+    if phase != previous.get("phase") and phase in ("Succeeded", "Failed"):
+        kind = "Normal" if phase == "Succeeded" else "Warning"
+        events.append((kind, f"Experiment{phase}", str(status.get("message"))))
+    return events
