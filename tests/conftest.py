@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -119,3 +121,13 @@ def wait_for(
             seen = state() if state else value
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; saw {seen}")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fixtures")
+    subprocess.run(
+        [sys.executable, "-m", "hpo_trainer.fixtures", "--out", str(out)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return out

@@ -288,3 +288,49 @@ def test_deleting_the_experiment_removes_its_jobs_and_config_maps(
                           if c.metadata.name.startswith("toy-t")]  # fmt: skip
     wait_for("Jobs and ConfigMaps to be collected",
              lambda: not job_names(kube, namespace) and not trial_maps(), timeout=30)  # fmt: skip
+
+
+def test_the_digits_example_applied_with_kubectl_matches_the_local_runner(
+    kube: ApiClient,
+    namespace: str,
+    sim: Any,
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    fixtures: Path,
+    tmp_path: Path,
+) -> None:
+    """examples/digits-steps.yaml with the real retrainer, a shorter grid, applied as a user
+    would; the same manifest through `hpo run` finds the same best trial."""
+    doc = yaml.safe_load((ROOT / "examples" / "digits-steps.yaml").read_text())
+    doc["spec"]["parameters"][0]["int"] = {"min": 20, "max": 60, "step": 20}
+    container = doc["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["env"] = [{"name": "FIXTURES", "value": str(fixtures)}]
+    container["args"] = [
+        a.replace("--eval_step_interval=100", "--eval_step_interval=20") for a in container["args"]
+    ]
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
+    applied = subprocess.run(
+        [str(Path(sys.executable).parent / "kubectl"), "apply", "-n", namespace, "-f", str(path)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+
+    def done() -> dict[str, Any] | None:
+        status = status_of(kube, namespace, "digits-steps")
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_for(
+        "the digits experiment", done, 300, lambda: status_of(kube, namespace, "digits-steps")
+    )
+    assert status["phase"] == "Succeeded", status
+    assert [r["parameters"]["how_many_training_steps"] for r in status["results"]] == [20, 40, 60]
+    local_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "hpo_operator.cli", "run", str(path)]
+    local_run = subprocess.run(
+        [*command, "--out", str(tmp_path / "o")], capture_output=True, env=local_env, timeout=300
+    )
+    assert local_run.returncode == 0, local_run.stderr
+    local = yaml.safe_load((tmp_path / "o" / "status.yaml").read_text())
+    assert status["bestTrial"] == local["bestTrial"]

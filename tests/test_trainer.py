@@ -25,16 +25,6 @@ IMAGES = 1797
 
 
 @pytest.fixture(scope="session")
-def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fixtures")
-    subprocess.run(
-        [sys.executable, "-m", "hpo_trainer.fixtures", "--out", str(out)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="session")
 def warm_cache(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A feature cache filled once by a short run, for tests about training."""
     work = tmp_path_factory.mktemp("warm")
