@@ -9,7 +9,7 @@ FIXTURES ?= out/fixtures
 .DEFAULT_GOAL := help
 CLUSTER_DIR ?= .cluster
 
-.PHONY: help install fixtures demo quickstart test lint format bench clean control-plane cluster-up cluster-down
+.PHONY: help install fixtures demo quickstart test lint format bench clean control-plane cluster-up cluster-down operator-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ control-plane: ## build kube-apiserver + kube-controller-manager v1.20.2 (cached
 
 cluster-up: install ## start etcd, kube-apiserver, kube-controller-manager and the node simulator
 	$(BIN)/python tests/cluster/cluster.py up --dir $(CLUSTER_DIR)
+
+operator-run: install ## run the operator here against the cluster in KUBECONFIG (make cluster-up prints it)
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG (make cluster-up prints it)"; exit 2; }
+	HPO_OPERATOR_IMAGE=$${HPO_OPERATOR_IMAGE:-registry.example/hpo-operator:0.1} \
+	  $(BIN)/kopf run -m hpo_operator.handlers --standalone --all-namespaces
 
 cluster-down: ## stop what cluster-up started
 	$(BIN)/python tests/cluster/cluster.py down --dir $(CLUSTER_DIR)

@@ -175,6 +175,9 @@ def test_events_tell_the_story(
         return {e.reason for e in events if e.involved_object.kind == "HPOExperiment"}
 
     wait_for("the experiment's events", lambda: reasons() >= expected, timeout=20)
+    events = CoreV1Api(kube).list_namespaced_event(namespace).items
+    told = [(e.reason, e.message) for e in events if e.involved_object.kind == "HPOExperiment"]
+    assert len(told) == len(set(told)), told  # each transition is told once
     assert "TrialFailed" not in reasons()
 
 

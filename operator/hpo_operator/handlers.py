@@ -1,5 +1,9 @@
 """kopf registrations: each unpacks kwargs and delegates to `reconcile`.
 
+One timer per experiment is the whole control loop: it runs as soon as the experiment is seen
+(after a restart too) and then every HPO_RECONCILE_SECONDS; being the only handler, no two
+reconciles of one experiment ever run at once (kopf's create/update handlers would race it).
+
 KUBECONFIG=... kopf run -m hpo_operator.handlers --standalone [--namespace NS]
 """
 
@@ -32,25 +36,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
-    status = reconcile(body, _cluster[0], SETTINGS, _now())
+    cluster = _cluster[0]
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    stored = {**body, "status": cluster.experiment_status(namespace, name)}
+    status = reconcile(stored, cluster, SETTINGS, _now())
     patch.status.update(status)
-    for kind, reason, message in transitions(body.get("status") or {}, status):
+    for kind, reason, message in transitions(stored["status"], status):
         kopf.event(body, type=kind, reason=reason, message=message)
-
-
-@kopf.on.create(GROUP, VERSION, PLURAL, id="create")
-def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _reconcile(body, patch)
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")
-def on_resume(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _reconcile(body, patch)
-
-
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="update")
-def on_update(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _reconcile(body, patch)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_seconds, id="reconcile")

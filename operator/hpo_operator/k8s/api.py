@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import load_incluster_config, new_client_from_config
 
@@ -36,9 +36,17 @@ class Cluster:
         self.client = client
         self.core = CoreV1Api(client)
         self.batch = BatchV1Api(client)
+        self.objects = CustomObjectsApi(client)
 
     def _plain(self, obj: Any) -> Obj:
         return dict(self.client.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+    def experiment_status(self, namespace: str, name: str) -> Obj:
+        """The experiment's status as stored now (a watch event may lag behind our own write)."""
+        found: Any = self.objects.get_namespaced_custom_object(
+            "hpo.dev", "v1alpha1", namespace, "hpoexperiments", name
+        )
+        return dict(found.get("status") or {})
 
     def trial_jobs(self, namespace: str, experiment: str) -> list[Obj]:
         found = self.batch.list_namespaced_job(
