@@ -337,3 +337,19 @@ def test_the_digits_example_applied_with_kubectl_matches_the_local_runner(
     assert local_run.returncode == 0, local_run.stderr
     local = yaml.safe_load((tmp_path / "o" / "status.yaml").read_text())
     assert status["bestTrial"] == local["bestTrial"]
+
+
+def test_changing_the_parameter_space_of_a_started_experiment_is_refused(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    doc = toy(env={"TOY_SLEEP": "0.5"}, parallelism=1)
+    create(kube, namespace, doc)
+    wait_for("the first Job", lambda: job_names(kube, namespace), timeout=60)
+    CustomObjectsApi(kube).patch_namespaced_custom_object(
+        *API, namespace, "hpoexperiments", "toy",
+        {"spec": {"parameters": [{"name": "x", "values": [5.0]}]}},
+    )  # fmt: skip
+    status = finished(kube, namespace)
+    assert status["phase"] == "Failed" and status["reason"] == "ParameterSpaceChangeRefused"
+    assert "toy-t0" in status["message"] and "restore it" in status["message"]
+    assert job_names(kube, namespace) == ["toy-t0"]  # nothing was created from the new space

@@ -154,3 +154,16 @@ def test_status_stays_bounded_at_ten_thousand_trials() -> None:
     assert {f"exp-t{i}" for i in range(9_960, 10_000)} <= kept  # every running trial
     assert "exp-t9959" in kept  # and the most recent finished ones
     assert all(len(r.get("curve", [])) <= 20 for r in status["results"])
+
+
+def test_a_changed_space_is_refused_but_running_trials_go_on() -> None:
+    from hpo_operator.core.plan import SPACE_CHANGE_REFUSED, refuse_space_change
+    from hpo_operator.core.space import fits
+
+    s = spec()
+    assert fits(s.parameters, {"learning_rate": 0.01, "steps": 300, "optimizer": "adam"})
+    assert not fits(s.parameters, {"learning_rate": 5.0, "steps": 300, "optimizer": "adam"})
+    assert not fits(s.parameters, {"learning_rate": 0.01, "steps": 300})
+    running = refuse_space_change([row(0, RUNNING)], ["exp-t0"])
+    assert (running.phase, running.reason, running.create) == (RUNNING, SPACE_CHANGE_REFUSED, 0)
+    assert refuse_space_change([row(0, SUCCEEDED, 0.5)], ["exp-t0"]).phase == FAILED

@@ -8,7 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 from .core import search
-from .core.plan import decide
+from .core.plan import decide, refuse_space_change
+from .core.space import fits
 from .core.spec import ExperimentSpec, SpecError, parse_experiment
 from .core.status import build_status, invalid_spec_status
 from .core.trial import FAILED, STOPPED, Trial
@@ -59,6 +60,12 @@ def reconcile(
     if claim is not None:
         cluster.create(namespace, claim)
     trials = _observe(cluster, namespace, spec, settings, now)
+    misfits = [t.name for t in trials if not fits(spec.parameters, t.parameters)]
+    if misfits:
+        decision = refuse_space_change(trials, misfits)
+        return build_status(
+            spec, trials, decision, now=now, previous=previous, observed_generation=generation
+        )
     decision = decide(spec, trials, search.exhausted(spec, trials))
     for name in decision.stop:
         cluster.end_job(namespace, name, STOPPED, f"stopped: {decision.message}")

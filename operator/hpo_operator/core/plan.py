@@ -22,6 +22,7 @@ MAX_FAILED_REACHED = "MaxFailedTrialsReached"
 NO_TRIAL_SUCCEEDED = "NoTrialSucceeded"
 INTERRUPTED = "Interrupted"
 SPEC_INVALID = "SpecInvalid"
+SPACE_CHANGE_REFUSED = "ParameterSpaceChangeRefused"
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,13 @@ def decide(
     if total == 0 and create == 0:
         return Decision(PENDING, CREATED, "waiting to start trials")
     return Decision(RUNNING, TRIALS_RUNNING, f"{len(active)} trials running", create=create)
+
+
+def refuse_space_change(trials: Sequence[Trial], misfits: Sequence[str]) -> Decision:
+    """The parameter space changed under started trials: create nothing more, keep what runs."""
+    message = (
+        f"spec.parameters changed after trials started ({', '.join(misfits[:5])} no longer fit); "
+        "a started experiment keeps its parameter space: restore it, or start a new experiment"
+    )
+    active = any(t.active for t in trials)
+    return Decision(RUNNING if active else FAILED, SPACE_CHANGE_REFUSED, message)

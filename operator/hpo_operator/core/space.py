@@ -85,3 +85,17 @@ def point_key(params: Sequence[Parameter], values: Mapping[str, object]) -> tupl
     """A hashable identity of a point, e.g. to tell whether a grid point was tried."""
     typed = config_values(params, values)
     return tuple((type(typed[p.name]).__name__, typed[p.name]) for p in params)
+
+
+def fits(params: Sequence[Parameter], values: Mapping[str, object]) -> bool:
+    """True when `values` is a point of this space (same names, each value allowed)."""
+    if set(values) != {p.name for p in params}:
+        return False
+    for p in params:
+        dist = distribution(p)
+        try:
+            if not dist._contains(dist.to_internal_repr(values[p.name])):
+                return False
+        except (TypeError, ValueError):
+            return False
+    return True
