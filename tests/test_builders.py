@@ -191,3 +191,10 @@ def test_one_trial_job_runs_end_to_end(kube: ApiClient, namespace: str, sim: Any
     # ... and the trainer's RESULT_DIR was the claim's volume at subPath <experiment>/<trial>.
     (written,) = (sim.work_dir / "volumes").glob("*/exp/exp-t0/val_dict_list.json")
     assert len(json.loads(written.read_text())) == 3
+
+
+def test_spec_queue_name_reaches_the_job() -> None:
+    spec = spec_with(queueName="team-a")
+    assert spec.queue_name == "team-a" and spec_with().queue_name is None
+    job = b.trial_job(spec, TRIAL, OWNER, SETTINGS, spec.queue_name)
+    assert job["metadata"]["labels"][b.KUEUE_QUEUE_LABEL] == "team-a"

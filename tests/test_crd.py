@@ -75,6 +75,7 @@ FULL: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
             "retain": True,
         },
+        "queueName": "gpu-queue",
         "trialTemplate": TEMPLATE,
     },
 }

@@ -558,7 +558,7 @@ ERROR_CASES = [
         _spec(maxTrial=5),
         "spec.maxTrial",
         "unknown field; expected one of: objective, algorithm, parameters, maxTrials, "
-        "parallelism, maxFailedTrials, trialResources, results, trialTemplate",
+        "parallelism, maxFailedTrials, trialResources, results, queueName, trialTemplate",
     ),
     (
         _spec(objective={"metric": "a", "direction": "maximize", "goal": 1}),

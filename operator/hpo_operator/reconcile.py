@@ -81,7 +81,8 @@ def reconcile(
         )
         for trial in search.suggest(spec, trials, decision.create).trials:
             cluster.create(namespace, builders.config_map(spec, trial, body))
-            cluster.create(namespace, builders.trial_job(spec, trial, body, job_settings))
+            job = builders.trial_job(spec, trial, body, job_settings, spec.queue_name)
+            cluster.create(namespace, job)
             trials.append(trial)
         decision = decide(spec, trials, search.exhausted(spec, trials))
     return build_status(

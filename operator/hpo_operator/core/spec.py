@@ -104,6 +104,7 @@ class ExperimentSpec:
     trial_template: Mapping[str, Any]
     trial_resources: TrialResources = field(default_factory=TrialResources)
     results: Mapping[str, Any] = field(default_factory=dict)
+    queue_name: str | None = None  # a Kueue LocalQueue; trial Jobs are then created suspended
 
     @property
     def container(self) -> Mapping[str, Any]:
@@ -232,6 +233,7 @@ SPEC_FIELDS = (
     "maxFailedTrials",
     "trialResources",
     "results",
+    "queueName",
     "trialTemplate",
 )
 
@@ -294,6 +296,7 @@ def _parse_spec(spec: Mapping[str, Any], name: str, errs: Errors) -> ExperimentS
     resources = _parse_resources(spec.get("trialResources"), errs)
     results = _parse_results(spec.get("results"), errs)
     template = _parse_template(spec.get("trialTemplate"), errs)
+    queue_name = string(spec["queueName"], "spec.queueName", errs) if "queueName" in spec else None
     if (
         errs.items
         or objective is None
@@ -314,4 +317,5 @@ def _parse_spec(spec: Mapping[str, Any], name: str, errs: Errors) -> ExperimentS
         trial_template=template,
         trial_resources=resources,
         results=results,
+        queue_name=queue_name,
     )
