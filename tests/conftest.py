@@ -131,3 +131,20 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     return out
+
+
+def short_digits_manifest(fixtures: Path, folder: Path) -> Path:
+    """examples/digits-steps.yaml as written but for a short grid (20, 40, 60 steps,
+    evaluated every 20) on the fixtures in `fixtures`; written to folder/digits.yaml."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "examples" / "digits-steps.yaml").read_text())
+    doc["spec"]["parameters"][0]["int"] = {"min": 20, "max": 60, "step": 20}
+    container = doc["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["env"] = [{"name": "FIXTURES", "value": str(fixtures)}]
+    container["args"] = [
+        a.replace("--eval_step_interval=100", "--eval_step_interval=20") for a in container["args"]
+    ]
+    path = folder / "digits.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path

@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from cluster.control_plane import ControlPlane
-from conftest import ROOT, manifest, wait_for
+from conftest import ROOT, manifest, short_digits_manifest, wait_for
 
 TOY = ROOT / "tests" / "trainers" / "toy_trainer.py"
 KOPF = str(Path(sys.executable).parent / "kopf")
@@ -304,15 +304,7 @@ def test_the_digits_example_applied_with_kubectl_matches_the_local_runner(
 ) -> None:
     """examples/digits-steps.yaml with the real retrainer, a shorter grid, applied as a user
     would; the same manifest through `hpo run` finds the same best trial."""
-    doc = yaml.safe_load((ROOT / "examples" / "digits-steps.yaml").read_text())
-    doc["spec"]["parameters"][0]["int"] = {"min": 20, "max": 60, "step": 20}
-    container = doc["spec"]["trialTemplate"]["spec"]["containers"][0]
-    container["env"] = [{"name": "FIXTURES", "value": str(fixtures)}]
-    container["args"] = [
-        a.replace("--eval_step_interval=100", "--eval_step_interval=20") for a in container["args"]
-    ]
-    path = tmp_path / "digits.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = short_digits_manifest(fixtures, tmp_path)
     env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
     applied = subprocess.run(
         [str(Path(sys.executable).parent / "kubectl"), "apply", "-n", namespace, "-f", str(path)],

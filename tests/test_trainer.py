@@ -19,7 +19,8 @@ import yaml
 from hpo_trainer.config import FLAG_NAMES, ConfigError, load_settings
 from hpo_trainer.data import DataError, load_dataset, split_of
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import short_digits_manifest
+
 RETRAIN = [sys.executable, "-m", "hpo_trainer.retrain"]
 IMAGES = 1797
 
@@ -295,15 +296,7 @@ def test_bad_input_exits_2_and_keeps_earlier_records(
 
 def test_the_digits_example_runs_with_hpo_run(tmp_path: Path, fixtures: Path) -> None:
     """examples/digits-steps.yaml as written, with a shorter grid, through `hpo run`."""
-    doc = yaml.safe_load((ROOT / "examples" / "digits-steps.yaml").read_text())
-    doc["spec"]["parameters"][0]["int"] = {"min": 20, "max": 60, "step": 20}
-    container = doc["spec"]["trialTemplate"]["spec"]["containers"][0]
-    container["env"] = [{"name": "FIXTURES", "value": str(fixtures)}]
-    container["args"] = [
-        a.replace("--eval_step_interval=100", "--eval_step_interval=20") for a in container["args"]
-    ]
-    manifest = tmp_path / "digits.yaml"
-    manifest.write_text(yaml.safe_dump(doc))
+    manifest = short_digits_manifest(fixtures, tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "hpo_operator.cli", "run", str(manifest)]
     run = subprocess.run(
