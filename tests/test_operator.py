@@ -245,16 +245,22 @@ def test_two_gpus_run_two_trials_at_once_and_the_rest_wait_visibly(
 def test_failing_trials_fail_alone_until_max_failed_trials(
     kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
 ) -> None:
-    doc = toy(env={"TOY_FAIL_ABOVE": "0.4"}, parameters=[{"name": "x", "values": [0.1, 0.5, 0.9]}],
-              maxFailedTrials=3)  # fmt: skip
+    doc = toy(
+        env={"TOY_BAD_X": "0.5", "TOY_FAIL_ABOVE": "0.8"},
+        parameters=[{"name": "x", "values": [0.1, 0.5, 0.9, 0.2]}],
+        maxFailedTrials=3,
+        parallelism=1,
+    )
     create(kube, namespace, doc)
     status = finished(kube, namespace)
-    assert status["phase"] == "Succeeded", status
+    assert status["phase"] == "Succeeded", status  # two failures, maxFailedTrials is 3
     rows = {r["name"]: r for r in status["results"]}
-    assert rows["toy-t0"]["phase"] == "Succeeded"
-    for name in ("toy-t1", "toy-t2"):
-        assert rows[name]["phase"] == "Failed" and "code 3" in rows[name]["reason"]
-        assert rows[name]["curve"]  # what the trial measured before failing is kept
+    assert [rows[f"toy-t{i}"]["phase"] for i in range(4)] == [
+        "Succeeded", "Failed", "Failed", "Succeeded",
+    ]  # fmt: skip
+    assert "val_dict_list.json record 0" in rows["toy-t1"]["reason"]
+    assert "code 3" in rows["toy-t2"]["reason"]
+    assert rows["toy-t2"]["curve"]  # what the trial measured before failing is kept
 
 
 def test_an_unknown_image_fails_its_trials_and_then_the_experiment(

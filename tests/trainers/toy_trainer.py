@@ -1,7 +1,8 @@
 """A test trainer that follows the trial contract: config.json in, val_dict_list.json out.
 
 accuracy = 1 - (x - 0.3)^2, reached over three evaluations; `sleep` seconds between them.
-`fail_above`: exit 3 after the first evaluation when x is above it.
+`TOY_FAIL_ABOVE`: exit 3 after the first evaluation when x is above it.
+`TOY_BAD_X`: when x is this value, write a record whose accuracy is not a number, exit 0.
 """
 
 import json
@@ -16,12 +17,14 @@ with open(os.environ["HPO_CONFIG"]) as f:
 x = float(config["x"])
 sleep = float(os.environ.get("TOY_SLEEP", "0"))
 fail_above = float(os.environ.get("TOY_FAIL_ABOVE", "2"))
+bad_x = float(os.environ.get("TOY_BAD_X", "nan"))
 out = os.path.join(os.environ["RESULT_DIR"], "val_dict_list.json")
 started = time.time()
 records = []
 for step in (10, 20, 30):
     time.sleep(sleep)
-    records.append({"steps": step, "accuracy": round((1 - (x - 0.3) ** 2) * step / 30, 6)})
+    accuracy = round((1 - (x - 0.3) ** 2) * step / 30, 6)
+    records.append({"steps": step, "accuracy": "high" if x == bad_x else accuracy})
     with open(out + ".tmp", "w") as f:
         json.dump(records, f)
     os.replace(out + ".tmp", out)
