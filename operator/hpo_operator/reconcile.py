@@ -15,15 +15,8 @@ from .core.status import build_status, invalid_spec_status
 from .core.trial import FAILED, STOPPED, Trial
 from .k8s import builders
 from .k8s.api import Cluster
-from .k8s.observe import ANNOTATION_OUTCOME, observe
+from .k8s.observe import ANNOTATION_OUTCOME, finished, observe
 from .settings import Settings
-
-
-def _finished(job: Mapping[str, Any]) -> bool:
-    conditions = job.get("status", {}).get("conditions") or []
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
-    )
 
 
 def _observe(
@@ -38,7 +31,7 @@ def _observe(
         mine = [p for p in pods if p["metadata"].get("labels", {}).get("job-name") == name]
         trial = observe(job, mine, now, settings.unschedulable_seconds)
         decided = ANNOTATION_OUTCOME in (job["metadata"].get("annotations") or {})
-        if trial.phase == FAILED and not _finished(job) and not decided:
+        if trial.phase == FAILED and not finished(job) and not decided:
             cluster.end_job(namespace, name, FAILED, trial.reason or "failed")
         trials.append(trial)
     return sorted(trials, key=lambda t: t.index)

@@ -236,20 +236,21 @@ def _summary(
         "metric": metric,
         "records": len(points),
         "objective": objective[1] if objective else None,
-        "step": _step_out(objective[0]) if objective else None,
+        "step": step_out(objective[0]) if objective else None,
         "best": _point_obj(points[best]) if best is not None else None,
         "last": _point_obj(points[-1]) if points else None,
         "curve": _curve(points, best, max_points),
     }
 
 
-def _step_out(step: float) -> float | int:
+def step_out(step: float) -> float | int:
+    """A step as JSON writes it: a whole number below 2**53 as an int, else the float."""
     step = float(step)  # points may hold ints; int.is_integer exists only from 3.12
     return int(step) if step.is_integer() and abs(step) < _MAX_EXACT_INT else step
 
 
 def _point_obj(point: tuple[float, float]) -> dict[str, float | int]:
-    return {"step": _step_out(point[0]), "value": point[1]}
+    return {"step": step_out(point[0]), "value": point[1]}
 
 
 def _curve(
@@ -259,7 +260,7 @@ def _curve(
     if best is not None:
         keep.add(best)
     indices = downsample_indices(len(points), keep, max_points)
-    return [[_step_out(points[i][0]), points[i][1]] for i in indices]
+    return [[step_out(points[i][0]), points[i][1]] for i in indices]
 
 
 def downsample_indices(count: int, keep: set[int], limit: int) -> list[int]:

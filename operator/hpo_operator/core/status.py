@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .plan import SPEC_INVALID, Decision, best_trial
+from .results import step_out
 from .spec import ExperimentSpec
 from .trial import FAILED, FINISHED, PHASES, RUNNING, SUCCEEDED, Trial
 
@@ -23,16 +24,12 @@ MAX_REASON_CHARS = 512
 MAX_STATUS_BYTES = 200 * 1024  # well under Kubernetes' object limits; tested at 10,000 trials
 
 
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
-
-
 def _short_curve(curve: Sequence[tuple[float, float]]) -> list[list[float | int]]:
     if len(curve) > CURVE_POINTS:
         last = len(curve) - 1
         picks = sorted({round(i * last / (CURVE_POINTS - 1)) for i in range(CURVE_POINTS)})
         curve = [curve[i] for i in picks]
-    return [[_number(s), v] for s, v in curve]
+    return [[step_out(s), v] for s, v in curve]
 
 
 def result_row(trial: Trial) -> dict[str, Any]:
@@ -41,7 +38,7 @@ def result_row(trial: Trial) -> dict[str, Any]:
     if trial.objective is not None:
         row["objective"] = trial.objective
     if trial.step is not None:
-        row["step"] = _number(trial.step)
+        row["step"] = step_out(trial.step)
     if trial.curve:
         row["curve"] = _short_curve(trial.curve)
     if trial.reason:
@@ -117,7 +114,7 @@ def build_status(
             "objective": best.objective,
         }
         if best.step is not None:
-            status["bestTrial"]["step"] = _number(best.step)
+            status["bestTrial"]["step"] = step_out(best.step)
     _fill_results(status, spec, trials)
     return status
 

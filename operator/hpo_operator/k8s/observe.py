@@ -30,6 +30,11 @@ def _condition(obj: Obj, kind: str) -> Obj | None:
     )
 
 
+def finished(job: Obj) -> bool:
+    """The Job controller has marked the Job Complete or Failed."""
+    return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None
+
+
 def _seconds_between(start: str, now: str) -> float:
     def parse(t: str) -> datetime:
         return datetime.fromisoformat(t.replace("Z", "+00:00"))
