@@ -23,7 +23,7 @@ import yaml
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
-from cluster.control_plane import ControlPlane, write_kubeconfig
+from cluster.control_plane import ControlPlane, free_port, write_kubeconfig
 from conftest import ROOT, wait_for
 from test_operator import API, KOPF, status_of, toy
 
@@ -236,6 +236,8 @@ def test_the_operator_runs_an_experiment_with_the_charts_rbac_and_no_403(
         "KUBECONFIG": str(kubeconfig),
         "HPO_OPERATOR_IMAGE": "registry.example/hpo-operator:0.1",
         "HPO_RECONCILE_SECONDS": "1",
+        "HPO_METRICS_PORT": str(free_port()),
+        "HPO_METRICS_ADDRESS": "127.0.0.1",
     }
     log_path = tmp_path / "operator.log"
     with log_path.open("wb") as log:

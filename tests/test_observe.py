@@ -14,7 +14,8 @@ from hpo_operator.core.results import summarize, summary_json
 from hpo_operator.core.spec import parse_experiment
 from hpo_operator.core.trial import FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, Trial
 from hpo_operator.k8s import builders as b
-from hpo_operator.k8s.observe import ANNOTATION_OUTCOME, observe
+from hpo_operator.k8s import observe as o
+from hpo_operator.k8s.observe import ANNOTATION_OUTCOME, Timing, epoch, observe, outcome, timing
 
 NOW = "2026-12-04T20:10:00Z"
 OWNER = {"metadata": {"name": "exp", "uid": "u-1"}}
@@ -47,31 +48,43 @@ FAILED_JOB = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceed
 
 
 @pytest.mark.parametrize(
-    ("the_job", "pods", "phase", "reason"),
+    ("the_job", "pods", "phase", "reason", "cause"),
     [
-        (job(), [], PENDING, None),
-        (job(), [pod("Pending", {"waiting": {"reason": "ContainerCreating"}})], PENDING, None),
-        (job(), [pod()], RUNNING, None),
+        (job(), [], PENDING, None, None),
+        (job(), [pod("Pending", {"waiting": {"reason": "ContainerCreating"}})],
+         PENDING, None, None),
+        (job(), [pod()], RUNNING, None, None),
         (job(COMPLETE), [pod("Succeeded", {"terminated": {"exitCode": 0, "message": OK}})],
-         SUCCEEDED, None),
+         SUCCEEDED, None, o.COMPLETED),
+        (job(COMPLETE), [pod("Succeeded", {"terminated": {"exitCode": 0, "message": "{}"}})],
+         FAILED, "the trial's summary is missing", o.RESULTS_INVALID),
         (job(FAILED_JOB), [pod("Failed", {"terminated": {"exitCode": 1, "message": BAD}})],
-         FAILED, "trainer exited with code 1"),
+         FAILED, "trainer exited with code 1", o.TRAINER_ERROR),
         (job(FAILED_JOB), [pod("Failed", {"terminated": {"exitCode": 137, "reason": "OOMKilled"}})],
-         FAILED, "OOMKilled: the trainer ran out of memory"),
+         FAILED, "OOMKilled: the trainer ran out of memory", o.OOM_KILLED),
         (job(FAILED_JOB), [pod("Failed", {"terminated": {"exitCode": 2, "message": "Traceback"}})],
-         FAILED, "trainer exited with code 2 ("),
+         FAILED, "trainer exited with code 2 (", o.TRAINER_ERROR),
+        (job(FAILED_JOB), [pod("Failed", {"waiting": {}},
+                               initContainerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])],
+         FAILED, "installing the launcher failed (exit code 1)", o.LAUNCHER_FAILED),
+        (job(FAILED_JOB), [], FAILED, "Job failed: BackoffLimitExceeded", o.JOB_FAILED),
         (job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]), [],
-         FAILED, "deadline exceeded"),
+         FAILED, "deadline exceeded", o.DEADLINE_EXCEEDED),
         (job(), [pod("Pending", {"waiting": {"reason": "ErrImagePull", "message": "not found"}})],
-         FAILED, "image cannot be pulled: python:3.11: not found"),
-        (job(**{ANNOTATION_OUTCOME: json.dumps({"phase": STOPPED, "reason": "target reached"})}),
-         [pod()], STOPPED, "target reached"),
+         FAILED, "image cannot be pulled: python:3.11: not found", o.IMAGE_PULL_FAILED),
+        (job(**{ANNOTATION_OUTCOME: json.dumps(
+            {"phase": STOPPED, "reason": "target reached", "cause": "TargetReached"})}),
+         [pod()], STOPPED, "target reached", "TargetReached"),
     ],
 )  # fmt: skip
-def test_observe(the_job: Any, pods: Any, phase: str, reason: str | None) -> None:
+def test_observe(
+    the_job: Any, pods: Any, phase: str, reason: str | None, cause: str | None
+) -> None:
     trial = observe(the_job, pods, NOW, unschedulable_after=300)
     assert (trial.index, trial.name, dict(trial.parameters)) == (2, "exp-t2", TRIAL.parameters)
     assert trial.phase == phase
+    assert trial.cause == cause
+    assert cause is None or cause in o.CAUSES or phase == STOPPED
     if reason is None:
         assert trial.reason is None or phase == PENDING
     else:
@@ -96,6 +109,59 @@ def test_unschedulable_for_too_long_fails_the_trial(since: str, phase: str) -> N
     assert trial.reason is not None and "Insufficient nvidia.com/gpu" in trial.reason
     if phase == FAILED:
         assert trial.reason.startswith("unschedulable for more than 300 s")
+        assert trial.cause == o.UNSCHEDULABLE
+
+
+# --- times --------------------------------------------------------------------------------------
+
+T0 = "2026-12-04T20:00:00Z"
+
+
+def at(seconds: int) -> str:
+    return f"2026-12-04T20:{seconds // 60:02d}:{seconds % 60:02d}Z"
+
+
+def timed_job(**annotations: str) -> dict[str, Any]:
+    doc = job(**annotations)
+    doc["metadata"]["creationTimestamp"] = T0
+    return doc
+
+
+def test_epoch_reads_kubernetes_times() -> None:
+    assert epoch(at(90)) - epoch(T0) == 90.0
+    assert epoch("1970-01-01T00:00:10Z") == 10.0
+
+
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        ([], (0, None, None, None)),
+        ([pod("Pending", {"waiting": {"reason": "ContainerCreating"}}, startTime=at(5))],
+         (0, 5, None, None)),
+        ([pod("Running", {"running": {"startedAt": at(8)}}, startTime=at(5))], (0, 5, 8, None)),
+        ([pod("Succeeded", {"terminated": {"startedAt": at(8), "finishedAt": at(68)}},
+              startTime=at(5))], (0, 5, 8, 68)),
+        # The launcher's install failed: the pod ended with its init container, the trainer never
+        # started.
+        ([pod("Failed", {"waiting": {}}, startTime=at(5), initContainerStatuses=[
+            {"state": {"terminated": {"exitCode": 1, "finishedAt": at(7)}}}])],
+         (0, 5, None, 7)),
+    ],
+)  # fmt: skip
+def test_timing_from_the_job_and_its_pod(pods: Any, expected: tuple[int | None, ...]) -> None:
+    base = epoch(T0)
+    times = timing(timed_job(), pods)
+    got = [getattr(times, f) for f in ("created", "on_node", "started", "ended")]
+    assert got == [None if e is None else base + e for e in expected]
+
+
+def test_a_trial_the_operator_ended_keeps_its_recorded_times_after_its_pod_is_gone() -> None:
+    times = Timing(created=1.0, on_node=5.0, started=8.0, ended=30.0)
+    stopped = Trial(2, "exp-t2", {}, phase=STOPPED, reason="stopped: done", cause="TargetReached")
+    annotated = timed_job(**{ANNOTATION_OUTCOME: outcome(stopped, times)})
+    assert timing(annotated, []) == times
+    trial = observe(annotated, [], NOW, 300)
+    assert (trial.phase, trial.reason, trial.cause) == (STOPPED, "stopped: done", "TargetReached")
 
 
 # --- real trial Jobs ----------------------------------------------------------------------------

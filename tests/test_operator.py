@@ -17,7 +17,7 @@ import yaml
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from cluster.control_plane import ControlPlane
+from cluster.control_plane import ControlPlane, free_port
 from conftest import ROOT, manifest, short_digits_manifest, wait_for
 
 TOY = ROOT / "tests" / "trainers" / "toy_trainer.py"
@@ -28,21 +28,24 @@ API = ("hpo.dev", "v1alpha1")
 class OperatorProcess:
     """`kopf run` of the operator, startable and killable at will."""
 
-    def __init__(self, plane: ControlPlane, namespace: str, log: Path) -> None:
+    def __init__(self, plane: ControlPlane, log: Path, *namespaces: str) -> None:
+        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "KUBECONFIG": str(plane.kubeconfig),
             "HPO_OPERATOR_IMAGE": "registry.example/hpo-operator:0.1",
             "HPO_RECONCILE_SECONDS": "1",
+            "HPO_METRICS_PORT": str(self.metrics_port),
+            "HPO_METRICS_ADDRESS": "127.0.0.1",
         }
-        self.namespace, self.log = namespace, log
+        self.namespaces, self.log = namespaces, log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone",
-                 "--namespace", self.namespace],
+                [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone", *scope],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -64,7 +67,7 @@ class OperatorProcess:
 def operator(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane, namespace, tmp_path / "operator.log")
+    process = OperatorProcess(control_plane, tmp_path / "operator.log", namespace)
     process.start()
     try:
         yield process

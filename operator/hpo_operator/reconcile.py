@@ -1,73 +1,94 @@
 """One reconcile of one experiment: observe its Jobs, decide with the core, act, and return
-the status document. Everything is read from the cluster each time; nothing is remembered."""
+the status document and the experiment's metrics sample. Everything is read from the cluster
+each time; nothing is remembered."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .core import search
-from .core.plan import decide, refuse_space_change
+from .core.plan import Decision, decide, refuse_space_change
 from .core.space import fits
 from .core.spec import ExperimentSpec, SpecError, parse_experiment
 from .core.status import build_status, invalid_spec_status
 from .core.trial import FAILED, STOPPED, Trial
 from .k8s import builders
 from .k8s.api import Cluster
-from .k8s.observe import ANNOTATION_OUTCOME, finished, observe
+from .k8s.observe import ANNOTATION_OUTCOME, Timing, epoch, finished, observe, outcome, timing
+from .metrics import ExperimentSample, sample
 from .settings import Settings
+
+
+class Reconciled(NamedTuple):
+    status: dict[str, Any]
+    sample: ExperimentSample
 
 
 def _observe(
     cluster: Cluster, namespace: str, spec: ExperimentSpec, settings: Settings, now: str
-) -> list[Trial]:
-    """Every trial as its Job and pod show it; trials the operator must end are ended."""
+) -> tuple[list[Trial], dict[str, Timing]]:
+    """Every trial as its Job and pod show it, and its times; trials the operator must end are
+    ended (their times recorded on the Job, since their pods go)."""
     jobs = cluster.trial_jobs(namespace, spec.name)
     pods = cluster.trial_pods(namespace, spec.name)
-    trials = []
+    trials, timings = [], {}
     for job in jobs:
         name = job["metadata"]["name"]
         mine = [p for p in pods if p["metadata"].get("labels", {}).get("job-name") == name]
         trial = observe(job, mine, now, settings.unschedulable_seconds)
+        times = timing(job, mine)
         decided = ANNOTATION_OUTCOME in (job["metadata"].get("annotations") or {})
         if trial.phase == FAILED and not finished(job) and not decided:
-            cluster.end_job(namespace, name, FAILED, trial.reason or "failed")
+            times = _ended(times, now)
+            cluster.end_job(namespace, name, outcome(trial, times))
         trials.append(trial)
-    return sorted(trials, key=lambda t: t.index)
+        timings[name] = times
+    return sorted(trials, key=lambda t: t.index), timings
+
+
+def _ended(times: Timing, now: str) -> Timing:
+    return times if times.ended is not None else replace(times, ended=epoch(now))
 
 
 def reconcile(
     body: Mapping[str, Any], cluster: Cluster, settings: Settings, now: str
-) -> dict[str, Any]:
+) -> Reconciled:
     meta = body["metadata"]
-    namespace, generation = meta["namespace"], meta.get("generation")
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     previous = body.get("status") or {}
     try:
         spec = parse_experiment({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     except SpecError as exc:
-        return invalid_spec_status(
+        status = invalid_spec_status(
             exc.errors, now=now, previous=previous, observed_generation=generation
         )
+        return Reconciled(status, sample(namespace, name, status["phase"], None))
     claim = builders.results_claim(spec, body)
     if claim is not None:
         cluster.create(namespace, claim)
-    trials = _observe(cluster, namespace, spec, settings, now)
-    misfits = [t.name for t in trials if not fits(spec.parameters, t.parameters)]
-    if misfits:
-        decision = refuse_space_change(trials, misfits)
-        return build_status(
+    trials, timings = _observe(cluster, namespace, spec, settings, now)
+
+    def done(decision: Decision) -> Reconciled:
+        status = build_status(
             spec, trials, decision, now=now, previous=previous, observed_generation=generation
         )
+        found = sample(namespace, name, decision.phase, spec, trials, timings, epoch(now))
+        return Reconciled(status, found)
+
+    misfits = [t.name for t in trials if not fits(spec.parameters, t.parameters)]
+    if misfits:
+        return done(refuse_space_change(trials, misfits))
     decision = decide(spec, trials, search.exhausted(spec, trials))
-    for name in decision.stop:
-        cluster.end_job(namespace, name, STOPPED, f"stopped: {decision.message}")
-    trials = [
-        replace(t, phase=STOPPED, reason=f"stopped: {decision.message}")
-        if t.name in decision.stop
-        else t
-        for t in trials
-    ]
+    stopped = {}
+    for t in trials:
+        if t.name in decision.stop:
+            reason = f"stopped: {decision.message}"
+            stopped[t.name] = replace(t, phase=STOPPED, reason=reason, cause=decision.reason)
+            timings[t.name] = _ended(timings[t.name], now)
+            cluster.end_job(namespace, t.name, outcome(stopped[t.name], timings[t.name]))
+    trials = [stopped.get(t.name, t) for t in trials]
     if decision.create:
         job_settings = builders.JobSettings(
             settings.operator_image, settings.trainer_python, settings.gpu_resource_name
@@ -78,9 +99,7 @@ def reconcile(
             cluster.create(namespace, job)
             trials.append(trial)
         decision = decide(spec, trials, search.exhausted(spec, trials))
-    return build_status(
-        spec, trials, decision, now=now, previous=previous, observed_generation=generation
-    )
+    return done(decision)
 
 
 Event = tuple[str, str, str]  # (type Normal|Warning, reason, message)

@@ -26,6 +26,10 @@ class Settings:
     """HPO_GPU_RESOURCE_NAME: overrides spec.trialResources.gpuResourceName (e.g. MIG)."""
     trainer_python: str = "python3"
     """HPO_TRAINER_PYTHON: the interpreter in trainer images that runs the launcher."""
+    metrics_port: int = 8080
+    """HPO_METRICS_PORT: the port of the Prometheus endpoint /metrics; 0 turns it off."""
+    metrics_address: str = "0.0.0.0"
+    """HPO_METRICS_ADDRESS: the address /metrics listens on (127.0.0.1: this machine only)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +40,8 @@ class Settings:
             unschedulable_seconds=_positive(env, "HPO_UNSCHEDULABLE_SECONDS", 600.0),
             gpu_resource_name=env.get("HPO_GPU_RESOURCE_NAME") or None,
             trainer_python=env.get("HPO_TRAINER_PYTHON", "python3"),
+            metrics_port=_port(env, "HPO_METRICS_PORT", 8080),
+            metrics_address=env.get("HPO_METRICS_ADDRESS") or "0.0.0.0",
         )
 
 
@@ -50,3 +56,12 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name}={raw!r}: must be > 0")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise SettingsError(f"{name}={raw!r}: expected a port number 0-65535 (0: off)")
+    return int(raw)

@@ -39,6 +39,8 @@ class Trial:
     step: float | None = None
     curve: tuple[tuple[float, float], ...] = ()
     reason: str | None = None
+    cause: str | None = None
+    """Why it ended, one CamelCase word from a fixed set (for counting; `reason` is for people)."""
     sampler_attrs: Mapping[str, Any] = field(default_factory=dict)
 
     @property

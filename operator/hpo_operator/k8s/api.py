@@ -1,24 +1,31 @@
 """The calls that apply manifests: the only module that talks to the API server.
 
 Idempotent by construction: create-if-absent (409 is success), reads by label, and every
-object named deterministically, so a restarted operator simply carries on.
+object named deterministically, so a restarted operator simply carries on. Every call that fails
+otherwise is told to `on_error(verb, code)` (code 0: no HTTP answer) before it propagates.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import load_incluster_config, new_client_from_config
+from urllib3.exceptions import HTTPError
 
 from .builders import LABEL_EXPERIMENT
 from .observe import ANNOTATION_OUTCOME
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+ErrorSink = Callable[[str, int], None]
+
+
+def _ignore(verb: str, code: int) -> None:
+    pass
 
 
 def api_client() -> ApiClient:
@@ -32,31 +39,46 @@ def api_client() -> ApiClient:
 
 
 class Cluster:
-    def __init__(self, client: ApiClient) -> None:
+    def __init__(self, client: ApiClient, on_error: ErrorSink = _ignore) -> None:
         self.client = client
         self.core = CoreV1Api(client)
         self.batch = BatchV1Api(client)
         self.objects = CustomObjectsApi(client)
+        self.on_error = on_error
+
+    def _call(self, verb: str, call: Callable[..., T], *args: Any, ok: int = 0, **kw: Any) -> T:
+        """`call(*args, **kw)`, telling `on_error` of a failure other than the `ok` status."""
+        try:
+            return call(*args, **kw)
+        except ApiException as exc:
+            if exc.status != ok:
+                self.on_error(verb, int(exc.status or 0))
+            raise
+        except HTTPError:
+            self.on_error(verb, 0)
+            raise
 
     def _plain(self, obj: Any) -> Obj:
         return dict(self.client.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
 
     def experiment_status(self, namespace: str, name: str) -> Obj:
         """The experiment's status as stored now (a watch event may lag behind our own write)."""
-        found: Any = self.objects.get_namespaced_custom_object(
-            "hpo.dev", "v1alpha1", namespace, "hpoexperiments", name
+        found: Any = self._call(
+            "get",
+            self.objects.get_namespaced_custom_object,
+            *("hpo.dev", "v1alpha1", namespace, "hpoexperiments", name),
         )
         return dict(found.get("status") or {})
 
     def trial_jobs(self, namespace: str, experiment: str) -> list[Obj]:
-        found = self.batch.list_namespaced_job(
-            namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}"
+        found = self._call(
+            "list", self.batch.list_namespaced_job, namespace, label_selector=_of(experiment)
         )
         return [self._plain(j) for j in found.items]
 
     def trial_pods(self, namespace: str, experiment: str) -> list[Obj]:
-        found = self.core.list_namespaced_pod(
-            namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}"
+        found = self._call(
+            "list", self.core.list_namespaced_pod, namespace, label_selector=_of(experiment)
         )
         return [self._plain(p) for p in found.items]
 
@@ -68,23 +90,26 @@ class Cluster:
             "Job": self.batch.create_namespaced_job,
         }
         try:
-            creators[str(manifest["kind"])](namespace, dict(manifest))
+            self._call("create", creators[str(manifest["kind"])], namespace, dict(manifest), ok=409)
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
         return True
 
-    def end_job(self, namespace: str, name: str, phase: str, reason: str) -> None:
-        """Record the operator's verdict on the Job and make the Job controller stop its pod
-        (a one-second deadline), keeping the Job as the trial's record."""
-        outcome = json.dumps({"phase": phase, "reason": reason})
+    def end_job(self, namespace: str, name: str, outcome: str) -> None:
+        """Record the operator's verdict (`observe.outcome`) on the Job and make the Job
+        controller stop its pod (a one-second deadline), keeping the Job as the trial's record."""
         patch = {
             "metadata": {"annotations": {ANNOTATION_OUTCOME: outcome}},
             "spec": {"activeDeadlineSeconds": 1},
         }
         try:
-            self.batch.patch_namespaced_job(name, namespace, patch)
+            self._call("patch", self.batch.patch_namespaced_job, name, namespace, patch, ok=404)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _of(experiment: str) -> str:
+    return f"{LABEL_EXPERIMENT}={experiment}"

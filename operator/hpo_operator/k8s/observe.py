@@ -3,14 +3,18 @@
 Pure: dicts in, a `Trial` out; `now` is passed in. The Job carries everything that must survive
 an operator restart: parameters and sampler notes in annotations, the index in a label, and,
 once the operator has decided a trial's fate itself (an image that cannot be pulled, a pod that
-cannot be scheduled), that outcome in the `hpo.dev/outcome` annotation.
+cannot be scheduled), that outcome in the `hpo.dev/outcome` annotation, with the trial's times
+as they were then (its pod is deleted when the Job is ended, and the times with it).
+
+Each ended trial also gets a `cause`: a short CamelCase word from a fixed set, for counting in
+metrics, where the reason is a sentence for people.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +22,36 @@ from ..core.results import ResultsError, parse_summary
 from ..core.trial import FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, Trial
 from .builders import ANNOTATION_PARAMETERS, ANNOTATION_SAMPLER, GROUP, LABEL_TRIAL
 
-ANNOTATION_OUTCOME = f"{GROUP}/outcome"  # {"phase": ..., "reason": ...} set by the operator
+ANNOTATION_OUTCOME = f"{GROUP}/outcome"  # {"phase", "reason", "cause", "timing"}: the operator's
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 Obj = Mapping[str, Any]
+
+# Causes: why a trial ended, one word each (a Stopped trial's cause is the experiment's reason).
+COMPLETED = "Completed"
+TRAINER_ERROR = "TrainerError"  # the trainer exited non-zero
+RESULTS_INVALID = "ResultsInvalid"  # exit 0, but val_dict_list.json missing or unusable
+OOM_KILLED = "OOMKilled"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+LAUNCHER_FAILED = "LauncherFailed"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+UNSCHEDULABLE = "Unschedulable"
+JOB_FAILED = "JobFailed"  # the Job failed with no pod to tell why
+CAUSES = (COMPLETED, TRAINER_ERROR, RESULTS_INVALID, OOM_KILLED, DEADLINE_EXCEEDED,
+          LAUNCHER_FAILED, IMAGE_PULL_FAILED, UNSCHEDULABLE, JOB_FAILED)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a trial reached each stage, in seconds since the epoch (None: not yet, or unknown).
+
+    `on_node` is the pod's start on a node: from then on it holds its GPUs. `started` is the
+    trainer container's start, `ended` the end of the pod's last container (or the moment the
+    operator ended the trial)."""
+
+    created: float | None = None
+    on_node: float | None = None
+    started: float | None = None
+    ended: float | None = None
 
 
 def _condition(obj: Obj, kind: str) -> Obj | None:
@@ -35,11 +66,17 @@ def finished(job: Obj) -> bool:
     return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None
 
 
-def _seconds_between(start: str, now: str) -> float:
-    def parse(t: str) -> datetime:
-        return datetime.fromisoformat(t.replace("Z", "+00:00"))
+def epoch(t: str) -> float:
+    """An RFC 3339 time (metav1.Time) in seconds since the epoch."""
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
 
-    return (parse(now) - parse(start)).total_seconds()
+
+def _epoch_or_none(t: str | None) -> float | None:
+    return epoch(t) if t else None
+
+
+def _seconds_between(start: str, now: str) -> float:
+    return epoch(now) - epoch(start)
 
 
 def _statuses(pod: Obj, key: str) -> list[Obj]:
@@ -62,23 +99,31 @@ def base_trial(job: Obj) -> Trial:
     )
 
 
-def _from_summary(trial: Trial, message: str | None, fallback: str) -> Trial:
+def _from_summary(trial: Trial, message: str | None, fallback: str, exit_code: Any) -> Trial:
     try:
         summary = parse_summary(message or "")
     except ResultsError as exc:
-        return _with(trial, FAILED, f"{fallback} ({exc.reason})")
+        cause = TRAINER_ERROR if exit_code else RESULTS_INVALID
+        return _with(trial, FAILED, f"{fallback} ({exc.reason})", cause)
+    if summary.ok:
+        cause = COMPLETED
+    else:
+        cause = TRAINER_ERROR if summary.exit_code != 0 else RESULTS_INVALID
     return _with(
         trial,
         SUCCEEDED if summary.ok else FAILED,
         summary.reason,
+        cause,
         objective=summary.objective,
         step=summary.step,
         curve=summary.curve,
     )
 
 
-def _with(trial: Trial, phase: str, reason: str | None, **values: Any) -> Trial:
-    return replace(trial, phase=phase, reason=reason, **values)
+def _with(
+    trial: Trial, phase: str, reason: str | None, cause: str | None = None, **values: Any
+) -> Trial:
+    return replace(trial, phase=phase, reason=reason, cause=cause, **values)
 
 
 def _failure(trial: Trial, job: Obj, pod: Obj | None) -> Trial:
@@ -86,21 +131,23 @@ def _failure(trial: Trial, job: Obj, pod: Obj | None) -> Trial:
     failed = _condition(job, "Failed") or {}
     if failed.get("reason") == "DeadlineExceeded":
         limit = job.get("spec", {}).get("activeDeadlineSeconds")
-        return _with(trial, FAILED, f"deadline exceeded: the Job ran longer than {limit} s")
+        reason = f"deadline exceeded: the Job ran longer than {limit} s"
+        return _with(trial, FAILED, reason, DEADLINE_EXCEEDED)
     if pod is None:
-        return _with(trial, FAILED, f"Job failed: {failed.get('message') or failed.get('reason')}")
+        reason = f"Job failed: {failed.get('message') or failed.get('reason')}"
+        return _with(trial, FAILED, reason, JOB_FAILED)
     for init in _statuses(pod, "initContainerStatuses"):
         done = init.get("state", {}).get("terminated")
         if done and done.get("exitCode"):
-            return _with(
-                trial, FAILED, f"installing the launcher failed (exit code {done['exitCode']})"
-            )
+            reason = f"installing the launcher failed (exit code {done['exitCode']})"
+            return _with(trial, FAILED, reason, LAUNCHER_FAILED)
     done = _trainer_state(pod).get("terminated") or {}
     if done.get("reason") == "OOMKilled":
-        return _with(trial, FAILED, "OOMKilled: the trainer ran out of memory")
-    message = done.get("message")
+        return _with(trial, FAILED, "OOMKilled: the trainer ran out of memory", OOM_KILLED)
     exit_code = done.get("exitCode")
-    return _from_summary(trial, message, f"trainer exited with code {exit_code}")
+    return _from_summary(
+        trial, done.get("message"), f"trainer exited with code {exit_code}", exit_code
+    )
 
 
 def _waiting(trial: Trial, pod: Obj, now: str, unschedulable_after: float) -> Trial:
@@ -109,7 +156,8 @@ def _waiting(trial: Trial, pod: Obj, now: str, unschedulable_after: float) -> Tr
         if waiting.get("reason") in IMAGE_PULL_REASONS:
             image = status.get("image", "?")
             detail = waiting.get("message") or waiting["reason"]
-            return _with(trial, FAILED, f"image cannot be pulled: {image}: {detail}")
+            reason = f"image cannot be pulled: {image}: {detail}"
+            return _with(trial, FAILED, reason, IMAGE_PULL_FAILED)
     scheduled = next(
         (c for c in pod.get("status", {}).get("conditions") or [] if c["type"] == "PodScheduled"),
         None,
@@ -117,12 +165,11 @@ def _waiting(trial: Trial, pod: Obj, now: str, unschedulable_after: float) -> Tr
     if scheduled and scheduled.get("status") == "False":
         since = scheduled.get("lastTransitionTime")
         if since and _seconds_between(since, now) > unschedulable_after:
-            return _with(
-                trial,
-                FAILED,
+            reason = (
                 f"unschedulable for more than {unschedulable_after:.0f} s: "
-                f"{scheduled.get('message') or scheduled.get('reason')}",
+                f"{scheduled.get('message') or scheduled.get('reason')}"
             )
+            return _with(trial, FAILED, reason, UNSCHEDULABLE)
         return _with(trial, PENDING, f"waiting for a node: {scheduled.get('message', '')}".strip())
     phase = pod.get("status", {}).get("phase")
     return _with(trial, RUNNING if phase == "Running" else PENDING, None)
@@ -135,13 +182,49 @@ def observe(job: Obj, pods: Sequence[Obj], now: str, unschedulable_after: float)
     if outcome:
         decided = json.loads(outcome)
         if decided.get("phase") in (FAILED, STOPPED):
-            return _with(trial, decided["phase"], decided.get("reason"))
-    pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", "")) if pods else None
+            return _with(trial, decided["phase"], decided.get("reason"), decided.get("cause"))
+    pod = _latest(pods)
     if _condition(job, "Complete"):
         done = _trainer_state(pod).get("terminated") or {} if pod else {}
-        return _from_summary(trial, done.get("message"), "the trial's summary is missing")
+        return _from_summary(trial, done.get("message"), "the trial's summary is missing", 0)
     if _condition(job, "Failed"):
         return _failure(trial, job, pod)
     if pod is None:
         return _with(trial, PENDING, None)
     return _waiting(trial, pod, now, unschedulable_after)
+
+
+def _latest(pods: Sequence[Obj]) -> Obj | None:
+    return max(pods, key=lambda p: p["metadata"].get("creationTimestamp", "")) if pods else None
+
+
+def timing(job: Obj, pods: Sequence[Obj]) -> Timing:
+    """The trial's times from its Job and pod, or as recorded when the operator ended it."""
+    outcome = (job["metadata"].get("annotations") or {}).get(ANNOTATION_OUTCOME)
+    recorded = json.loads(outcome).get("timing") if outcome else None
+    if recorded:
+        return Timing(**{k: recorded.get(k) for k in ("created", "on_node", "started", "ended")})
+    created = _epoch_or_none(job["metadata"].get("creationTimestamp"))
+    pod = _latest(pods)
+    if pod is None:
+        return Timing(created=created)
+    state = _trainer_state(pod)
+    started = (state.get("running") or state.get("terminated") or {}).get("startedAt")
+    ends = [
+        s.get("state", {}).get("terminated", {}).get("finishedAt")
+        for s in [*_statuses(pod, "initContainerStatuses"), *_statuses(pod, "containerStatuses")]
+    ]
+    done = pod.get("status", {}).get("phase") in ("Succeeded", "Failed") or "terminated" in state
+    ended = max((e for e in ends if e), default=None) if done else None
+    return Timing(
+        created=created,
+        on_node=_epoch_or_none(pod.get("status", {}).get("startTime")),
+        started=_epoch_or_none(started),
+        ended=_epoch_or_none(ended),
+    )
+
+
+def outcome(trial: Trial, times: Timing) -> str:
+    """The `hpo.dev/outcome` annotation of a trial the operator ends itself."""
+    record = {"phase": trial.phase, "reason": trial.reason, "cause": trial.cause}
+    return json.dumps({**record, "timing": asdict(times)})
