@@ -6,6 +6,7 @@ never go down, and that names and labels keep Prometheus' conventions and a boun
 from __future__ import annotations
 
 import math
+import re
 import urllib.request
 from typing import Any
 
@@ -14,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.control_plane import free_port
-from conftest import manifest
+from conftest import ROOT, manifest
 from hpo_operator.core.spec import parse_experiment
 from hpo_operator.core.trial import FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, Trial
 from hpo_operator.k8s.observe import COMPLETED, IMAGE_PULL_FAILED, TRAINER_ERROR, Timing
@@ -98,14 +99,17 @@ def test_no_gpus_means_no_gpu_seconds_and_a_refused_spec_only_a_phase() -> None:
     assert refused.objective is None and refused.finished == {}
 
 
-def scrape(metrics: Metrics) -> dict[str, list[Any]]:
-    """name -> samples, as Prometheus would parse the exposition."""
-    text = generate_latest(metrics.registry).decode()
+def parse(text: str) -> dict[str, list[Any]]:
+    """Sample name -> samples, as Prometheus would parse the exposition `text`."""
     out: dict[str, list[Any]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             out.setdefault(s.name, []).append(s)
     return out
+
+
+def scrape(metrics: Metrics) -> dict[str, list[Any]]:
+    return parse(generate_latest(metrics.registry).decode())
 
 
 def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
@@ -237,3 +241,14 @@ def test_metrics_settings_default_to_port_8080_on_every_address() -> None:
     assert (settings.metrics_port, settings.metrics_address) == (8080, "0.0.0.0")
     off = Settings.from_env({"HPO_METRICS_PORT": "0", "HPO_METRICS_ADDRESS": "127.0.0.1"})
     assert (off.metrics_port, off.metrics_address) == (0, "127.0.0.1")
+
+
+def test_the_readme_lists_every_metric_with_its_meaning() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Metrics and Grafana", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(hpo_\w+)` \| (\w+) \|", section, flags=re.MULTILINE)
+    }
+    exposed = {f"{n}_total" if kind == "counter" else n: kind for n, kind in EXPORTED.items()}
+    assert rows == exposed

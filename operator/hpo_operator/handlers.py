@@ -53,7 +53,10 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     stored = {**body, "status": cluster.experiment_status(namespace, name)}
     status, sample = reconcile(stored, cluster, SETTINGS, _now())
     patch.status.update(status)
-    METRICS.record(sample)
+    if body.metadata.get("deletionTimestamp"):
+        METRICS.forget(namespace, name)  # a reconcile that overlapped the deletion
+    else:
+        METRICS.record(sample)
     for kind, reason, message in transitions(stored["status"], status):
         kopf.event(body, type=kind, reason=reason, message=message)
 
@@ -64,7 +67,7 @@ def on_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         _reconcile(body, patch)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def on_event(type: str, body: kopf.Body, **_: Any) -> None:
-    if type == "DELETED":
-        METRICS.forget(str(body.metadata.namespace), str(body.metadata.name))
+# The timer already makes kopf keep a finalizer on each experiment, so this runs on deletion.
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def on_delete(body: kopf.Body, **_: Any) -> None:
+    METRICS.forget(str(body.metadata.namespace), str(body.metadata.name))
