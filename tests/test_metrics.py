@@ -5,6 +5,7 @@ never go down, and that names and labels keep Prometheus' conventions and a boun
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import urllib.request
@@ -252,3 +253,29 @@ def test_the_readme_lists_every_metric_with_its_meaning() -> None:
     }
     exposed = {f"{n}_total" if kind == "counter" else n: kind for n, kind in EXPORTED.items()}
     assert rows == exposed
+
+
+def test_the_dashboard_is_well_formed_for_grafana() -> None:
+    doc = json.loads((ROOT / "charts" / "hpo-operator" / "dashboards" / "hpo.json").read_text())
+    assert doc["uid"] == "hpo-operator" and doc["title"]
+    names = [v["name"] for v in doc["templating"]["list"]]
+    assert names == ["datasource", "namespace", "experiment"]
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in doc["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["description"] and panel["targets"], panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)) and all(t["expr"] for t in panel["targets"])
+    # Panels do not overlap: each grid cell belongs to one panel.
+    cells: dict[tuple[int, int], str] = {}
+    for panel in doc["panels"]:
+        g = panel["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
+                cells[(x, y)] = panel["title"]
