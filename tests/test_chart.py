@@ -1,11 +1,13 @@
 """The Helm chart `charts/hpo-operator`: it lints, its rendering is valid Kubernetes 1.29, its CRD
-is the repository's CRD, its Deployment carries the settings and the lock-down, and its RBAC is
-enough: the operator, authenticated as the chart's ServiceAccount (not admin), runs an experiment
-to the end on the real control plane without a single 403."""
+is the repository's CRD, its Deployment carries the settings and the lock-down, its metrics
+Service, ServiceMonitor and Grafana dashboard ConfigMap are valid and wired to each other, and its
+RBAC is enough: the operator, authenticated as the chart's ServiceAccount (not admin), runs an
+experiment to the end on the real control plane without a single 403."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -20,6 +22,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
@@ -32,6 +35,15 @@ HELM, KUBECTL = str(BIN / "helm"), str(BIN / "kubectl")
 CHART = ROOT / "charts" / "hpo-operator"
 NAMESPACED = ("--set", "rbac.scope=namespaces", "--set", "namespaces={team-a,team-b}")
 MODES = {"cluster": (), "namespaces": NAMESPACED}
+# Every optional metrics object on, and metrics off (which also turns the ServiceMonitor off).
+ALL_ON = (
+    "--set", "metrics.serviceMonitor.enabled=true",
+    "--set", "dashboard.enabled=true",
+    "--set", "metrics.scrapeAnnotations=true",
+)  # fmt: skip
+METRICS_OFF = ("--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true")
+LINTED = {**MODES, "all-on": ALL_ON, "metrics-off": METRICS_OFF}
+DASHBOARD = CHART / "dashboards" / "hpo.json"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 # What an authorization failure looks like in kopf's and the kubernetes client's logs.
 DENIED = ("403", "Forbidden", "forbidden", "Not enough permissions")
@@ -54,12 +66,54 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def kinds_of(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def unknown_fields(doc: Any, known: Any, path: str = "") -> list[str]:
+    """The paths of the fields in `doc` that `known` (its round trip through a model) lacks."""
+    if isinstance(doc, dict) and isinstance(known, dict):
+        found: list[str] = []
+        for key, value in doc.items():
+            where = f"{path}.{key}"
+            found += unknown_fields(value, known[key], where) if key in known else [where]
+        return found
+    if isinstance(doc, list) and isinstance(known, list) and len(doc) == len(known):
+        pairs = enumerate(zip(doc, known, strict=True))
+        return [p for i, (d, k) in pairs for p in unknown_fields(d, k, f"{path}[{i}]")]
+    return []
+
+
+def validate_service_monitor(doc: dict[str, Any]) -> None:
+    """Raises ValueError (pydantic's ValidationError is one) unless `doc` is a valid
+    monitoring.coreos.com/v1 ServiceMonitor without unknown fields: the model's round trip drops
+    those, so a misspelt field makes the dump differ from the document."""
+    model = ServiceMonitor.model_validate(doc)
+    dumped = model.model_dump(exclude_unset=True, by_alias=True, mode="json")
+    if dumped != doc:
+        raise ValueError(f"not a ServiceMonitor field: {unknown_fields(doc, dumped)}; {dumped}")
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Validates one rendered object: the ServiceMonitor against the Prometheus Operator's
+    model, everything else against Kubernetes 1.29 (strict: unknown fields too)."""
+    if doc["kind"] == "ServiceMonitor":
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        validate_service_monitor(doc)
+    else:
+        assert kubernetes_validate.validate(doc, "1.29.0", strict=True) == "1.29"
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
 # --- static checks -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", LINTED)
 def test_helm_lint_passes(mode: str) -> None:
-    out = helm("lint", "--strict", str(CHART), *MODES[mode])
+    out = helm("lint", "--strict", str(CHART), *LINTED[mode])
     assert "0 chart(s) failed" in out
 
 
@@ -73,6 +127,39 @@ def test_the_rendering_is_valid_kubernetes_1_29(mode: str) -> None:
     for doc in docs:
         # Raises ValidationError (strict: unknown fields too) naming the bad field.
         assert kubernetes_validate.validate(doc, "1.29.0", strict=True) == "1.29"
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["release-namespace", "elsewhere"])
+def test_the_rendering_with_servicemonitor_and_dashboard_is_valid(elsewhere: bool) -> None:
+    away = ("--set", "metrics.serviceMonitor.namespace=monitoring",
+            "--set", "dashboard.namespace=grafana")  # fmt: skip
+    docs = render(*ALL_ON, *(away if elsewhere else ()))
+    assert {"Service", "ServiceMonitor", "ConfigMap", "Deployment"} <= {*kinds_of(docs)}
+    for doc in docs:
+        validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("where", "field", "value"),
+    [
+        ("endpoint", "intervl", "30s"),  # misspelt: the model drops it, the round trip differs
+        ("spec", "namespaceSelecter", {"matchNames": ["hpo-system"]}),
+        ("metadata", "lables", {"a": "b"}),
+        ("endpoint", "interval", "30 seconds"),  # spelt right, but not a Prometheus duration
+        ("endpoint", "port", 8080),  # a Service port's name, not its number
+    ],
+)
+def test_the_servicemonitor_check_refuses_a_bad_field(where: str, field: str, value: Any) -> None:
+    monitor = one(render(*ALL_ON), "ServiceMonitor")
+    validate_service_monitor(monitor)  # as rendered: valid
+    parent = {
+        "endpoint": monitor["spec"]["endpoints"][0],
+        "spec": monitor["spec"],
+        "metadata": monitor["metadata"],
+    }[where]
+    parent[field] = value
+    with pytest.raises(ValueError, match=field):
+        validate_service_monitor(monitor)
 
 
 def test_a_bad_scope_or_an_empty_namespace_list_is_refused() -> None:
@@ -109,9 +196,9 @@ def test_the_deployment_is_locked_down_and_takes_its_settings_from_values() -> N
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
     assert container["image"] == "registry.example/hpo-operator:1.2.3"
-    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--all-namespaces"]
+    assert container["args"] == ["--liveness=http://0.0.0.0:8081/healthz", "--all-namespaces"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
@@ -124,6 +211,8 @@ def test_the_deployment_is_locked_down_and_takes_its_settings_from_values() -> N
         "HPO_UNSCHEDULABLE_SECONDS": "120",
         "HPO_GPU_RESOURCE_NAME": "nvidia.com/mig-1g.10gb",
         "HPO_TRAINER_PYTHON": "python3.11",
+        "HPO_METRICS_PORT": "8080",
+        "HPO_METRICS_ADDRESS": "0.0.0.0",
     }
 
 
@@ -140,6 +229,135 @@ def test_namespaced_mode_binds_a_role_per_namespace_and_limits_the_operator() ->
     }
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["args"][1:] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+# --- metrics, ServiceMonitor and Grafana dashboard ------------------------------------------------
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def ports_of(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["release-namespace", "elsewhere"])
+def test_the_metrics_service_and_servicemonitor_reach_the_operators_metrics_port(
+    elsewhere: bool,
+) -> None:
+    away = ("--set", "metrics.serviceMonitor.namespace=monitoring") if elsewhere else ()
+    docs = render(*ALL_ON, "--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+                  *away)  # fmt: skip
+    deployment, container = one(docs, "Deployment"), operator_container(docs)
+    service, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
+
+    # The Deployment: /metrics on its `metrics` port, apart from the liveness port.
+    ports = ports_of(container)
+    env = env_of(container)
+    assert env["HPO_METRICS_PORT"] == str(ports["metrics"]) == "8080"
+    assert env["HPO_METRICS_ADDRESS"] == "0.0.0.0"
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+    assert ports["health"] == 8081 != ports["metrics"]
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+
+    # The Service selects the operator pod and forwards to a port the container has.
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(service["spec"]["selector"], pod_labels)
+    assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"] == "hpo-system"
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] in ports and service_port["name"] == "metrics"
+    annotations = service["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ports["metrics"]),
+        "prometheus.io/path": "/metrics",
+    }
+
+    # The ServiceMonitor selects that Service (and no other object of the release), in its
+    # namespace, by the name of a Service port, on the path the operator serves.
+    spec = monitor["spec"]
+    assert selects(spec["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert not selects(spec["selector"]["matchLabels"], pod_labels)
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s",
+                        "scrapeTimeout": "10s"}  # fmt: skip
+    if elsewhere:
+        assert monitor["metadata"]["namespace"] == "monitoring"
+        assert spec["namespaceSelector"] == {"matchNames": ["hpo-system"]}
+    else:
+        assert monitor["metadata"]["namespace"] == "hpo-system"
+        assert "namespaceSelector" not in spec
+
+
+def test_the_dashboard_configmap_carries_the_dashboard_byte_for_byte() -> None:
+    docs = render(
+        "--set", "dashboard.enabled=true",
+        "--set", "dashboard.namespace=grafana",
+        "--set", "dashboard.annotations.grafana_folder=HPO",
+    )  # fmt: skip
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    metadata = config_map["metadata"]
+    assert metadata["labels"]["grafana_dashboard"] == "1"
+    assert metadata["namespace"] == "grafana"
+    assert metadata["annotations"] == {"grafana_folder": "HPO"}
+    assert list(config_map["data"]) == ["hpo.json"]
+    text = config_map["data"]["hpo.json"]
+    assert text.encode() == DASHBOARD.read_bytes()
+    dashboard = json.loads(text)
+    assert isinstance(dashboard["panels"], list) and dashboard["panels"]
+
+
+def test_by_default_a_metrics_service_but_no_servicemonitor_or_dashboard() -> None:
+    docs = render()
+    assert one(docs, "Service")["metadata"]["name"] == "hpo-hpo-operator-metrics"
+    assert "ServiceMonitor" not in kinds_of(docs) and "ConfigMap" not in kinds_of(docs)
+    assert "annotations" not in one(docs, "Service")["metadata"]
+    container = operator_container(docs)
+    assert env_of(container)["HPO_METRICS_PORT"] == str(ports_of(container)["metrics"]) == "8080"
+
+
+def test_metrics_off_serves_none_and_renders_no_service_or_servicemonitor() -> None:
+    docs = render(*METRICS_OFF)
+    assert "Service" not in kinds_of(docs) and "ServiceMonitor" not in kinds_of(docs)
+    container = operator_container(docs)
+    assert env_of(container)["HPO_METRICS_PORT"] == "0"
+    assert set(ports_of(container)) == {"health"}
+    # A Service may be turned off on its own; the Deployment still serves /metrics.
+    docs = render("--set", "metrics.service.enabled=false")
+    assert "Service" not in kinds_of(docs)
+    assert env_of(operator_container(docs))["HPO_METRICS_PORT"] == "8080"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--set", "metrics.port=8081"), "metrics.port and operator.healthPort must differ"),
+        (("--set", "operator.healthPort=8080"), "metrics.port and operator.healthPort must differ"),
+        (
+            (
+                "--set",
+                "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.service.enabled=false",
+            ),
+            "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+    ],
+    ids=["metrics-port-on-health", "health-port-on-metrics", "monitor-without-service"],
+)
+def test_clashing_metrics_values_are_refused(args: tuple[str, ...], message: str) -> None:
+    done = subprocess.run(
+        [HELM, "template", "hpo", str(CHART), *args], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and message in done.stderr, done.stderr
 
 
 # --- the RBAC proof on the real control plane --------------------------------------------------

@@ -73,3 +73,27 @@ The rules on namespaced resources: exactly the calls the operator makes.
   resources: [events]
   verbs: [create]
 {{- end -}}
+
+{{/* The metrics Service's name: the full name (cut to fit 63 characters) and "-metrics". */}}
+{{- define "hpo-operator.metricsName" -}}
+{{- printf "%s-metrics" (include "hpo-operator.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The metrics Service's own labels, which the ServiceMonitor selects it by. */}}
+{{- define "hpo-operator.metricsSelectorLabels" -}}
+{{ include "hpo-operator.selectorLabels" . }}
+app.kubernetes.io/component: metrics
+{{- end -}}
+
+{{/* The metrics values checked once: the ports differ, a ServiceMonitor has a Service to select. */}}
+{{- define "hpo-operator.checkMetrics" -}}
+{{- $metrics := .Values.metrics -}}
+{{- if $metrics.enabled -}}
+{{- if eq (int $metrics.port) (int .Values.operator.healthPort) -}}
+{{- fail (printf "metrics.port and operator.healthPort must differ, both are %v" $metrics.port) -}}
+{{- end -}}
+{{- if and $metrics.serviceMonitor.enabled (not $metrics.service.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor selects that Service" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
