@@ -224,11 +224,13 @@ def check_a_whole_run(
     assert one(got, "hpo_trial_pending_seconds_count", experiment="toy") == 4
     # GPU-seconds against the trainers' own clocks: every succeeded trial held its GPU at least
     # as long as it ran (less 2 s of whole-second timestamps), and the four trials' pods held it
-    # for little more than their runs (the launcher's install, interpreter start-up).
+    # for little more than their runs: the launcher's install and interpreter start-ups, a few
+    # seconds per trial even on a busy machine (seen here: 3 to 5 s for all four together).
     spans = [json.loads(p.read_text()) for p in sim.work_dir.glob("volumes/*/toy/*/times.json")]
     ran = sum(end - start for start, end in spans)
     gpu = one(got, "hpo_gpu_seconds_total", experiment="toy")
-    assert len(spans) == 3 and ran - 2 * 3 <= gpu <= ran + 4 * 4 + 4, (ran, gpu)
+    print(f"trainers ran {ran:.1f} s; GPU-seconds {gpu}")
+    assert len(spans) == 3 and ran - 2 * 3 <= gpu <= ran + 4 * 6 + 2, (ran, gpu)
     assert one(got, "hpo_running_gpu_seconds", experiment="toy") == 0
     assert one(got, "hpo_gpu_seconds_total", experiment="broken") == 0
     assert "blocked" not in {s.labels.get("experiment") for s in got["hpo_trials"]}
