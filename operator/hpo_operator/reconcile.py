@@ -69,17 +69,30 @@ def reconcile(
     if claim is not None:
         cluster.create(namespace, claim)
     trials, timings = _observe(cluster, namespace, spec, settings, now)
-
-    def done(decision: Decision) -> Reconciled:
-        status = build_status(
-            spec, trials, decision, now=now, previous=previous, observed_generation=generation
-        )
-        found = sample(namespace, name, decision.phase, spec, trials, timings, epoch(now))
-        return Reconciled(status, found)
-
     misfits = [t.name for t in trials if not fits(spec.parameters, t.parameters)]
     if misfits:
-        return done(refuse_space_change(trials, misfits))
+        decision = refuse_space_change(trials, misfits)
+    else:
+        decision, trials = _act(body, spec, trials, timings, cluster, settings, now)
+    status = build_status(
+        spec, trials, decision, now=now, previous=previous, observed_generation=generation
+    )
+    found = sample(namespace, name, decision.phase, spec, trials, timings, epoch(now))
+    return Reconciled(status, found)
+
+
+def _act(
+    body: Mapping[str, Any],
+    spec: ExperimentSpec,
+    trials: list[Trial],
+    timings: dict[str, Timing],
+    cluster: Cluster,
+    settings: Settings,
+    now: str,
+) -> tuple[Decision, list[Trial]]:
+    """Stop and create trials as the core decides; the decision and the trials after it.
+    `timings` gets the end of each trial stopped here."""
+    namespace = body["metadata"]["namespace"]
     decision = decide(spec, trials, search.exhausted(spec, trials))
     stopped = {}
     for t in trials:
@@ -89,17 +102,17 @@ def reconcile(
             timings[t.name] = _ended(timings[t.name], now)
             cluster.end_job(namespace, t.name, outcome(stopped[t.name], timings[t.name]))
     trials = [stopped.get(t.name, t) for t in trials]
-    if decision.create:
-        job_settings = builders.JobSettings(
-            settings.operator_image, settings.trainer_python, settings.gpu_resource_name
-        )
-        for trial in search.suggest(spec, trials, decision.create).trials:
-            cluster.create(namespace, builders.config_map(spec, trial, body))
-            job = builders.trial_job(spec, trial, body, job_settings, spec.queue_name)
-            cluster.create(namespace, job)
-            trials.append(trial)
-        decision = decide(spec, trials, search.exhausted(spec, trials))
-    return done(decision)
+    if not decision.create:
+        return decision, trials
+    job_settings = builders.JobSettings(
+        settings.operator_image, settings.trainer_python, settings.gpu_resource_name
+    )
+    for trial in search.suggest(spec, trials, decision.create).trials:
+        cluster.create(namespace, builders.config_map(spec, trial, body))
+        job = builders.trial_job(spec, trial, body, job_settings, spec.queue_name)
+        cluster.create(namespace, job)
+        trials.append(trial)
+    return decide(spec, trials, search.exhausted(spec, trials)), trials
 
 
 Event = tuple[str, str, str]  # (type Normal|Warning, reason, message)
