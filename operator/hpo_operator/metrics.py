@@ -40,6 +40,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import start_http_server
 
+from .core.plan import best_trial
 from .core.spec import ExperimentSpec
 from .core.trial import FINISHED, PHASES, SUCCEEDED, Trial
 from .k8s.observe import Timing
@@ -112,10 +113,7 @@ def sample(
     used = [_span(times[t.name].on_node, times[t.name].ended) for t in ended]
     running = [_span(times[t.name].on_node, now) for t in trials if t.phase not in FINISHED]
     scored = [t for t in ended if t.phase == SUCCEEDED and t.objective is not None]
-    best = None
-    for t in scored:
-        if best is None or spec.objective.better(t.objective, best):  # type: ignore[arg-type]
-            best = t.objective
+    best = best_trial(spec, scored)
     latest = max(scored, key=lambda t: (times[t.name].ended or 0.0, t.index), default=None)
     return ExperimentSample(
         namespace=namespace,
@@ -125,7 +123,7 @@ def sample(
         finished=dict(finished),
         max_trials=spec.max_trials,
         objective=(spec.objective.metric, spec.objective.direction),
-        best=best,
+        best=best.objective if best else None,
         latest=latest.objective if latest else None,
         duration=Buckets.of([d for d in durations if d is not None], DURATION_BUCKETS),
         pending=Buckets.of([p for p in pending if p is not None], PENDING_BUCKETS),
