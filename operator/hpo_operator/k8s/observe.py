@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -203,7 +203,7 @@ def timing(job: Obj, pods: Sequence[Obj]) -> Timing:
     outcome = (job["metadata"].get("annotations") or {}).get(ANNOTATION_OUTCOME)
     recorded = json.loads(outcome).get("timing") if outcome else None
     if recorded:
-        return Timing(**{k: recorded.get(k) for k in ("created", "on_node", "started", "ended")})
+        return Timing(**{f.name: recorded.get(f.name) for f in fields(Timing)})
     created = _epoch_or_none(job["metadata"].get("creationTimestamp"))
     pod = _latest(pods)
     if pod is None:
