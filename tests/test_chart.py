@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,9 +25,9 @@ from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
-from cluster.control_plane import ControlPlane, free_port, write_kubeconfig
+from cluster.control_plane import ControlPlane, write_kubeconfig
 from conftest import ROOT, wait_for
-from test_operator import API, KOPF, status_of, toy
+from test_operator import API, OperatorProcess, status_of, toy
 
 BIN = Path(sys.executable).parent
 HELM, KUBECTL = str(BIN / "helm"), str(BIN / "kubectl")
@@ -449,43 +448,31 @@ def test_the_operator_runs_an_experiment_with_the_charts_rbac_and_no_403(
     # The operator as the Deployment starts it, with the Deployment's arguments.
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     args = [a for a in container["args"] if not a.startswith("--liveness")]
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "HPO_OPERATOR_IMAGE": "registry.example/hpo-operator:0.1",
-        "HPO_RECONCILE_SECONDS": "1",
-        "HPO_METRICS_PORT": str(free_port()),
-        "HPO_METRICS_ADDRESS": "127.0.0.1",
-    }
-    log_path = tmp_path / "operator.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone", *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            doc = toy()
-            CustomObjectsApi(kube).create_namespaced_custom_object(
-                *API, namespace, "hpoexperiments", doc
-            )
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", args)
+    log_path = operator.log
+    operator.start()
+    try:
+        doc = toy()
+        CustomObjectsApi(kube).create_namespaced_custom_object(
+            *API, namespace, "hpoexperiments", doc
+        )
 
-            # Done when the experiment ends, or as soon as the operator is refused something.
-            def ended() -> dict[str, Any] | None:
-                status = status_of(kube, namespace, "toy")
-                if status.get("phase") in ("Succeeded", "Failed"):
-                    return status
-                return {"phase": "Denied"} if denials(log_path.read_text()) else None
+        # Done when the experiment ends, or as soon as the operator is refused something.
+        def ended() -> dict[str, Any] | None:
+            status = status_of(kube, namespace, "toy")
+            if status.get("phase") in ("Succeeded", "Failed"):
+                return status
+            return {"phase": "Denied"} if denials(log_path.read_text()) else None
 
-            status = wait_for(
-                "the experiment to finish",
-                ended,
-                timeout=120,
-                state=lambda: status_of(kube, namespace, "toy"),
-            )
-            time.sleep(2)  # a few more reconciles and event posts after the end
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        status = wait_for(
+            "the experiment to finish",
+            ended,
+            timeout=120,
+            state=lambda: status_of(kube, namespace, "toy"),
+        )
+        time.sleep(2)  # a few more reconciles and event posts after the end
+    finally:
+        operator.stop()
     text = log_path.read_text()
     print(text[-4000:])
     assert denials(text) == []

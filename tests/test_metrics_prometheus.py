@@ -28,7 +28,7 @@ from cluster.prometheus import Prometheus, PrometheusError
 from conftest import ROOT, wait_for
 from test_metrics import parse
 from test_metrics import value as one
-from test_operator import API, OperatorProcess, create, status_of, toy
+from test_operator import API, OperatorProcess, create, scope, status_of, toy
 
 DASHBOARD = ROOT / "charts" / "hpo-operator" / "dashboards" / "hpo.json"
 RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval stands for in these queries
@@ -147,7 +147,9 @@ def test_metrics_match_the_status_and_every_dashboard_query_returns_data(
     sim: Any,
     tmp_path: Path,
 ) -> None:
-    operator = OperatorProcess(control_plane, tmp_path / "operator.log", namespace, quota_namespace)
+    operator = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "operator.log", scope(namespace, quota_namespace)
+    )
     operator.start()
     prom = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{operator.metrics_port}"])
     prom.start()

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +25,32 @@ KOPF = str(Path(sys.executable).parent / "kopf")
 API = ("hpo.dev", "v1alpha1")
 
 
+def scope(*namespaces: str) -> list[str]:
+    """`kopf run` arguments that limit the operator to these namespaces."""
+    return [arg for ns in namespaces for arg in ("--namespace", ns)]
+
+
 class OperatorProcess:
     """`kopf run` of the operator, startable and killable at will."""
 
-    def __init__(self, plane: ControlPlane, log: Path, *namespaces: str) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, args: Sequence[str]) -> None:
+        """`args`: the scope, as `kopf run` takes it (`scope(namespace, ...)`)."""
         self.metrics_port = free_port()
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(plane.kubeconfig),
+            "KUBECONFIG": str(kubeconfig),
             "HPO_OPERATOR_IMAGE": "registry.example/hpo-operator:0.1",
             "HPO_RECONCILE_SECONDS": "1",
             "HPO_METRICS_PORT": str(self.metrics_port),
             "HPO_METRICS_ADDRESS": "127.0.0.1",
         }
-        self.namespaces, self.log = namespaces, log
+        self.args, self.log = list(args), log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone", *scope],
+                [KOPF, "run", "-m", "hpo_operator.handlers", "--standalone", *self.args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -67,7 +72,7 @@ class OperatorProcess:
 def operator(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane, tmp_path / "operator.log", namespace)
+    process = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log", scope(namespace))
     process.start()
     try:
         yield process
