@@ -44,8 +44,11 @@ METRICS_OFF = ("--set", "metrics.enabled=false", "--set", "metrics.serviceMonito
 LINTED = {**MODES, "all-on": ALL_ON, "metrics-off": METRICS_OFF}
 DASHBOARD = CHART / "dashboards" / "hpo.json"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-# What an authorization failure looks like in kopf's and the kubernetes client's logs.
-DENIED = ("403", "Forbidden", "forbidden", "Not enough permissions")
+# What an authorization failure looks like in kopf's and the kubernetes client's logs: the status
+# code as a number of its own (not the milliseconds of a timestamp such as 23:34:37,403), or words.
+DENIED = re.compile(r"(?<![\d,.:])403(?!\d)|Forbidden|forbidden|Not enough permissions")
+# The timestamp that begins every log record.
+STAMP = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\] ")
 
 
 def helm(*args: str) -> str:
@@ -402,8 +405,28 @@ def denials(log: str) -> list[str]:
     return [
         record
         for record in records
-        if any(word in record for word in DENIED) and "is being terminated" not in record
+        if DENIED.search(STAMP.sub("", record)) and "is being terminated" not in record
     ]
+
+
+def test_denials_finds_a_refusal_and_not_a_timestamps_milliseconds() -> None:
+    # Records seen in a real run: the first three passed the old check only by their ",403" stamp.
+    log = (
+        "[2026-12-04 23:34:37,403] kopf.activities.star [INFO    ] serving Prometheus metrics\n"
+        "[2026-12-04 23:34:37,403] kopf._core.engines.a [INFO    ] Initial authentication.\n"
+        "[2026-12-04 23:34:38,538] kopf.objects [INFO    ] [ns/toy] Timer 'reconcile' succeeded.\n"
+        "[2026-12-04 23:34:39,001] kopf._core.reactor.o [ERROR   ] Request attempt #1 failed;\n"
+        "kubernetes.client.exceptions.ApiException: (403)\n"
+        "Reason: Forbidden\n"
+        "[2026-12-04 23:34:40,100] kopf.objects [WARNING ] Not enough permissions to watch.\n"
+        '[2026-12-04 23:34:41,200] hpo [WARNING ] 403 namespace ns "is being terminated"\n'
+    )
+    found = denials(log)
+    assert [record.split("] ")[0] for record in found] == [
+        "[2026-12-04 23:34:39,001",
+        "[2026-12-04 23:34:40,100",
+    ]
+    assert "Reason: Forbidden" in found[0]
 
 
 @pytest.fixture
