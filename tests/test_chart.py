@@ -473,6 +473,10 @@ def test_the_operator_runs_an_experiment_with_the_charts_rbac_and_no_403(
     args = [a for a in container["args"] if not a.startswith("--liveness")]
     operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", args)
     log_path = operator.log
+    # A trial ConfigMap left by an earlier try whose Job the cluster refused, holding values
+    # that are not the ones the Job will get: the operator must rewrite it (its `update` grant).
+    stale = {"metadata": {"name": "toy-t0"}, "data": {"config.json": '{"x": 42}'}}
+    CoreV1Api(kube).create_namespaced_config_map(namespace, stale)
     operator.start()
     try:
         doc = toy()
@@ -480,10 +484,13 @@ def test_the_operator_runs_an_experiment_with_the_charts_rbac_and_no_403(
             *API, namespace, "hpoexperiments", doc
         )
 
-        # Done when the experiment ends, or as soon as the operator is refused something.
+        # Done when the experiment ends, or as soon as the operator is refused something: in
+        # its log, or a creation refused and reported in the status.
         def ended() -> dict[str, Any] | None:
             status = status_of(kube, namespace, "toy")
             if status.get("phase") in ("Succeeded", "Failed"):
+                return status
+            if status.get("reason") == "TrialCreateRefused":
                 return status
             return {"phase": "Denied"} if denials(log_path.read_text()) else None
 
@@ -503,3 +510,5 @@ def test_the_operator_runs_an_experiment_with_the_charts_rbac_and_no_403(
     assert status["trials"]["succeeded"] == 3
     # The operator did use its grants: children exist, created with the ServiceAccount's token.
     assert len(CoreV1Api(kube).list_namespaced_config_map(namespace).items) >= 3
+    rewritten = CoreV1Api(kube).read_namespaced_config_map("toy-t0", namespace)
+    assert json.loads(rewritten.data["config.json"]) == {"x": 0.1}

@@ -235,7 +235,11 @@ def check_a_whole_run(
     assert len(spans) == 3 and ran - 2 * 3 <= gpu <= ran + 4 * 6 + 2, (ran, gpu)
     assert one(got, "hpo_running_gpu_seconds", experiment="toy") == 0
     assert one(got, "hpo_gpu_seconds_total", experiment="broken") == 0
-    assert "blocked" not in {s.labels.get("experiment") for s in got["hpo_trials"]}
+    # "blocked" waits, Pending with no trial, and says why (its status has the quota's words).
+    blocked = status_of(kube, quota_namespace, "blocked")
+    assert (blocked["phase"], blocked["reason"]) == ("Pending", "TrialCreateRefused"), blocked
+    assert one(got, "hpo_experiments", namespace=quota_namespace, phase="Pending") == 1
+    assert total(got, "hpo_trials", namespace=quota_namespace, experiment="blocked") == 0
 
     # Prometheus has scraped the ends, a few times over.
     wait_for("Prometheus to see the ends", lambda: finite(prom.query(
@@ -259,8 +263,14 @@ def check_a_whole_run(
         return now if total(now, "hpo_trials_finished_total", experiment="broken") else None
 
     after = wait_for("the restarted operator to export again", again, timeout=60)
-    after = wait_for("both experiments again", lambda: (s := scrape(port)) and total(
-        s, "hpo_trials_finished_total", experiment="toy") == 4 and s, timeout=30)  # fmt: skip
+
+    def all_three(s: dict[str, list[Any]]) -> bool:
+        seen = {x.labels.get("experiment") for x in s.get("hpo_gpu_seconds_total", [])}
+        return seen == {"toy", "broken", "blocked"} and total(
+            s, "hpo_trials_finished_total", experiment="toy") == 4  # fmt: skip
+
+    after = wait_for("all three experiments again",
+                     lambda: (s := scrape(port)) and all_three(s) and s, timeout=30)  # fmt: skip
     for name, before in counters.items():
         assert sorted((tuple(sorted(s.labels.items())), s.value) for s in after[name]) == before
     restarted = time.time()

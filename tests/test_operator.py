@@ -359,3 +359,75 @@ def test_changing_the_parameter_space_of_a_started_experiment_is_refused(
     assert status["phase"] == "Failed" and status["reason"] == "ParameterSpaceChangeRefused"
     assert "toy-t0" in status["message"] and "restore it" in status["message"]
     assert job_names(kube, namespace) == ["toy-t0"]  # nothing was created from the new space
+
+
+NO_JOBS = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
+
+
+def test_a_quota_that_refuses_trials_shows_in_the_status_and_nothing_is_lost_when_lifted(
+    kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
+) -> None:
+    core = CoreV1Api(kube)
+    core.create_namespaced_resource_quota(namespace, NO_JOBS)
+    create(kube, namespace, toy())
+
+    def refused() -> dict[str, Any] | None:
+        status = status_of(kube, namespace, "toy")
+        return status if status.get("reason") == "TrialCreateRefused" else None
+
+    status = wait_for("the refusal in the status", refused, timeout=60)
+    assert status["phase"] == "Pending", status
+    assert status["message"].startswith("creating Job toy-t0 was refused (403): "), status
+    assert "exceeded quota: no-jobs" in status["message"], status
+    assert job_names(kube, namespace) == []
+
+    def warned() -> list[str]:
+        events = core.list_namespaced_event(namespace).items
+        return [e.message for e in events if e.reason == "TrialCreateRefused"]
+
+    (told,) = wait_for("the Warning event", warned, timeout=20)
+    assert "exceeded quota: no-jobs" in told
+
+    core.delete_namespaced_resource_quota("no-jobs", namespace)
+    status = finished(kube, namespace)
+    assert (status["phase"], status["trials"]["total"]) == ("Succeeded", 3), status
+    assert job_names(kube, namespace) == ["toy-t0", "toy-t1", "toy-t2"]
+    for job in BatchV1Api(kube).list_namespaced_job(namespace).items:
+        config = core.read_namespaced_config_map(job.metadata.name, namespace).data["config.json"]
+        assert json.loads(config) == json.loads(job.metadata.annotations["hpo.dev/parameters"])
+    assert len(warned()) == 1  # told once, not every reconcile
+
+
+def test_create_rewrites_a_stale_config_map_and_names_a_refusal(
+    kube: ApiClient, namespace: str
+) -> None:
+    from hpo_operator.k8s.api import Cluster, Refused
+
+    errors: list[tuple[str, int]] = []
+    cluster = Cluster(kube, on_error=lambda verb, code: errors.append((verb, code)))
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "toy-t0"}}
+    assert cluster.create(namespace, {**config, "data": {"config.json": '{"x": 1}'}})
+    assert not cluster.create(namespace, {**config, "data": {"config.json": '{"x": 2}'}})
+    read = CoreV1Api(kube).read_namespaced_config_map
+    assert read("toy-t0", namespace).data == {"config.json": '{"x": 1}'}  # kept: no replace
+    assert not cluster.create(
+        namespace, {**config, "data": {"config.json": '{"x": 3}'}}, replace=True
+    )
+    assert read("toy-t0", namespace).data == {"config.json": '{"x": 3}'}
+
+    CoreV1Api(kube).create_namespaced_resource_quota(namespace, NO_JOBS)
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "toy-t0"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "trainer", "image": "python:3.11"}]}}},
+    }  # fmt: skip
+    with pytest.raises(Refused) as refusal:
+        cluster.create(namespace, job)
+    assert (refusal.value.kind, refusal.value.name, refusal.value.code) == ("Job", "toy-t0", 403)
+    assert "exceeded quota: no-jobs" in refusal.value.message
+    assert str(refusal.value).startswith(
+        'creating Job toy-t0 was refused (403): jobs.batch "toy-t0" is forbidden: exceeded quota'
+    )
+    assert errors == [("create", 403)]

@@ -167,3 +167,29 @@ def test_a_changed_space_is_refused_but_running_trials_go_on() -> None:
     running = refuse_space_change([row(0, RUNNING)], ["exp-t0"])
     assert (running.phase, running.reason, running.create) == (RUNNING, SPACE_CHANGE_REFUSED, 0)
     assert refuse_space_change([row(0, SUCCEEDED, 0.5)], ["exp-t0"]).phase == FAILED
+
+
+def test_a_refused_creation_waits_visibly_and_names_the_refusal() -> None:
+    from hpo_operator.core.plan import CREATE_REFUSED, MAX_REFUSAL_CHARS, refuse_create
+
+    refusal = 'creating Job exp-t1 was refused (403): exceeded quota: "no-jobs"'
+    waiting = refuse_create([row(0, SUCCEEDED, 0.5)], refusal)
+    assert (waiting.phase, waiting.reason, waiting.create) == (PENDING, CREATE_REFUSED, 0)
+    assert waiting.message.startswith(refusal)
+    assert refuse_create([row(0, RUNNING)], refusal).phase == RUNNING
+    long = refuse_create([], "x" * 10_000).message
+    assert long.startswith("x" * MAX_REFUSAL_CHARS) and len(long) < MAX_REFUSAL_CHARS + 40
+    status = build_status(spec(), [row(0, SUCCEEDED, 0.5)], waiting, now=NOW)
+    assert (status["phase"], status["reason"]) == (PENDING, CREATE_REFUSED)
+    assert all(c["reason"] == CREATE_REFUSED for c in status["conditions"])
+    assert not any(c["status"] == "True" for c in status["conditions"])
+
+
+def test_the_first_refusal_is_told_once_as_a_warning_event() -> None:
+    from hpo_operator.reconcile import transitions
+
+    refused = {"phase": "Pending", "reason": "TrialCreateRefused", "message": "quota"}
+    assert transitions({"phase": "Running", "reason": "TrialsRunning"}, refused) == [
+        ("Warning", "TrialCreateRefused", "quota")
+    ]
+    assert transitions(refused, refused) == []

@@ -9,13 +9,13 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from .core import search
-from .core.plan import Decision, decide, refuse_space_change
+from .core.plan import CREATE_REFUSED, Decision, decide, refuse_create, refuse_space_change
 from .core.space import fits
 from .core.spec import ExperimentSpec, SpecError, parse_experiment
 from .core.status import build_status, invalid_spec_status
 from .core.trial import FAILED, STOPPED, Trial
 from .k8s import builders
-from .k8s.api import Cluster
+from .k8s.api import Cluster, Refused
 from .k8s.observe import ANNOTATION_OUTCOME, Timing, epoch, finished, observe, outcome, timing
 from .metrics import ExperimentSample, sample
 from .settings import Settings
@@ -65,9 +65,6 @@ def reconcile(
             exc.errors, now=now, previous=previous, observed_generation=generation
         )
         return Reconciled(status, sample(namespace, name, status["phase"], None))
-    claim = builders.results_claim(spec, body)
-    if claim is not None:
-        cluster.create(namespace, claim)
     trials, timings = _observe(cluster, namespace, spec, settings, now)
     misfits = [t.name for t in trials if not fits(spec.parameters, t.parameters)]
     if misfits:
@@ -107,11 +104,19 @@ def _act(
     job_settings = builders.JobSettings(
         settings.operator_image, settings.trainer_python, settings.gpu_resource_name
     )
-    for trial in search.suggest(spec, trials, decision.create).trials:
-        cluster.create(namespace, builders.config_map(spec, trial, body))
-        job = builders.trial_job(spec, trial, body, job_settings, spec.queue_name)
-        cluster.create(namespace, job)
-        trials.append(trial)
+    try:
+        claim = builders.results_claim(spec, body)
+        if claim is not None:
+            cluster.create(namespace, claim)
+        for trial in search.suggest(spec, trials, decision.create).trials:
+            # Written afresh: a ConfigMap left by an earlier try whose Job was refused may hold
+            # another suggestion's values.
+            cluster.create(namespace, builders.config_map(spec, trial, body), replace=True)
+            job = builders.trial_job(spec, trial, body, job_settings, spec.queue_name)
+            cluster.create(namespace, job)
+            trials.append(trial)
+    except Refused as refused:
+        return refuse_create(trials, str(refused)), trials
     return decide(spec, trials, search.exhausted(spec, trials)), trials
 
 
@@ -120,7 +125,7 @@ Event = tuple[str, str, str]  # (type Normal|Warning, reason, message)
 
 def transitions(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     """The Events that tell what changed between two status documents: trials started,
-    succeeded or failed, and the experiment ending."""
+    succeeded or failed, the cluster starting to refuse new trials, and the experiment ending."""
     before = {r["name"]: r.get("phase") for r in previous.get("results") or []}
     events: list[Event] = []
     for row in status.get("results") or []:
@@ -137,6 +142,9 @@ def transitions(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[
             )
         elif phase == "Failed":
             events.append(("Warning", "TrialFailed", f"{name}: {row.get('reason')}"))
+    reason = status.get("reason")
+    if reason == CREATE_REFUSED and previous.get("reason") != reason:
+        events.append(("Warning", reason, str(status.get("message"))))
     phase = status.get("phase")
     if phase != previous.get("phase") and phase in ("Succeeded", "Failed"):
         kind = "Normal" if phase == "Succeeded" else "Warning"

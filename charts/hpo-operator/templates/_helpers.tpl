@@ -45,8 +45,9 @@ The rules on namespaced resources: exactly the calls the operator makes.
   core/v1 Events (create only: kopf neither patches nor aggregates them).
 - the handlers read the experiment's stored status before reconciling (get).
 - hpo_operator.k8s.api: lists trial Jobs and Pods by label, creates ConfigMaps, PVCs and Jobs
-  (409 = exists, so no get), patches a Job to stop it. Children carry ownerReferences, so the
-  garbage collector, not the operator, deletes them.
+  (409 = exists, so no get), rewrites (update) a trial's ConfigMap that exists before its Job
+  does (left by a Job creation the cluster refused), patches a Job to stop it. Children carry
+  ownerReferences, so the garbage collector, not the operator, deletes them.
 - hpoexperiments/finalizers update: needed on clusters with the OwnerReferencesPermissionEnforcement
   admission plugin to set blockOwnerDeletion on the children's ownerReferences.
 */}}
@@ -67,7 +68,10 @@ The rules on namespaced resources: exactly the calls the operator makes.
   resources: [pods]
   verbs: [list]
 - apiGroups: [""]
-  resources: [configmaps, persistentvolumeclaims]
+  resources: [configmaps]
+  verbs: [create, update]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
   verbs: [create]
 - apiGroups: [""]
   resources: [events]

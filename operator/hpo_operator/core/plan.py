@@ -23,6 +23,8 @@ NO_TRIAL_SUCCEEDED = "NoTrialSucceeded"
 INTERRUPTED = "Interrupted"
 SPEC_INVALID = "SpecInvalid"
 SPACE_CHANGE_REFUSED = "ParameterSpaceChangeRefused"
+CREATE_REFUSED = "TrialCreateRefused"
+MAX_REFUSAL_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,10 @@ def refuse_space_change(trials: Sequence[Trial], misfits: Sequence[str]) -> Deci
     )
     active = any(t.active for t in trials)
     return Decision(RUNNING if active else FAILED, SPACE_CHANGE_REFUSED, message)
+
+
+def refuse_create(trials: Sequence[Trial], refusal: str) -> Decision:
+    """The cluster refused to create a trial's objects (a quota, a policy, a permission):
+    pending while no trial runs, running while some do; the next reconcile tries again."""
+    message = f"{refusal[:MAX_REFUSAL_CHARS]}; trying again each reconcile"
+    return Decision(RUNNING if any(t.active for t in trials) else PENDING, CREATE_REFUSED, message)

@@ -7,6 +7,7 @@ otherwise is told to `on_error(verb, code)` (code 0: no HTTP answer) before it p
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -26,6 +27,26 @@ ErrorSink = Callable[[str, int], None]
 
 def _ignore(verb: str, code: int) -> None:
     pass
+
+
+class Refused(Exception):
+    """The API server answered a create with a client error (4xx other than 409): a quota, an
+    admission webhook or policy, a missing permission. Retrying unchanged will not help until
+    someone changes the cluster, so it is reported rather than retried blindly."""
+
+    def __init__(self, kind: str, name: str, code: int, message: str) -> None:
+        self.kind, self.name, self.code, self.message = kind, name, code, message
+        super().__init__(f"creating {kind} {name} was refused ({code}): {message}")
+
+
+def _server_message(exc: ApiException) -> str:
+    """The Status message the API server gave, else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    found = body.get("message") if isinstance(body, dict) else None
+    return str(found or exc.reason or "no message")
 
 
 def api_client() -> ApiClient:
@@ -82,18 +103,28 @@ class Cluster:
         )
         return [self._plain(p) for p in found.items]
 
-    def create(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
-        """Create unless it exists; True when this call created it."""
+    def create(self, namespace: str, manifest: Mapping[str, Any], *, replace: bool = False) -> bool:
+        """Create unless it exists, or with `replace` (ConfigMaps) overwrite what exists; True
+        when this call created it. `Refused` when the API server refuses with a 4xx."""
         creators: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
             "Job": self.batch.create_namespaced_job,
         }
+        kind, name = str(manifest["kind"]), str(manifest["metadata"]["name"])
         try:
-            self._call("create", creators[str(manifest["kind"])], namespace, dict(manifest), ok=409)
-        except ApiException as exc:
-            if exc.status == 409:
+            try:
+                self._call("create", creators[kind], namespace, dict(manifest), ok=409)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                if replace:
+                    replacer = self.core.replace_namespaced_config_map
+                    self._call("replace", replacer, name, namespace, dict(manifest))
                 return False
+        except ApiException as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                raise Refused(kind, name, exc.status, _server_message(exc)) from exc
             raise
         return True
 
