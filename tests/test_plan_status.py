@@ -193,3 +193,20 @@ def test_the_first_refusal_is_told_once_as_a_warning_event() -> None:
         ("Warning", "TrialCreateRefused", "quota")
     ]
     assert transitions(refused, refused) == []
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "max_trials", "planned"),
+    [("grid", 20, 4), ("grid", 3, 3), ("grid", None, 4), ("random", 20, 20), ("tpe", 5, 5)],
+)
+def test_progress_counts_out_of_the_trials_that_will_run(
+    algorithm: str, max_trials: int | None, planned: int
+) -> None:
+    from hpo_operator.core.plan import planned_trials
+
+    finite = [{"name": "x", "values": [0.1, 0.5, 0.9, 0.2]}]
+    s = spec(algorithm={"name": algorithm}, parameters=finite, maxTrials=max_trials)
+    assert planned_trials(s) == planned
+    done = [row(i, SUCCEEDED, 0.1) for i in range(min(planned, 4))]
+    status = build_status(s, done, decide(s, done, len(done) == 4), now=NOW)
+    assert status["progress"] == f"{len(done)}/{planned}"

@@ -40,7 +40,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import start_http_server
 
-from .core.plan import best_trial
+from .core.plan import best_trial, planned_trials
 from .core.spec import ExperimentSpec
 from .core.trial import FINISHED, PHASES, SUCCEEDED, Trial
 from .k8s.observe import Timing
@@ -121,7 +121,7 @@ def sample(
         phase=phase,
         trials={p: by_phase.get(p, 0) for p in PHASES},
         finished=dict(finished),
-        max_trials=spec.max_trials,
+        max_trials=planned_trials(spec),
         objective=(spec.objective.metric, spec.objective.direction),
         best=best.objective if best else None,
         latest=latest.objective if latest else None,
@@ -222,7 +222,9 @@ def _families(samples: Sequence[ExperimentSample]) -> Iterator[Metric]:
         labels=[*exp, "phase", "reason"],
     )
     max_trials = GaugeMetricFamily(
-        "hpo_experiment_max_trials", "The experiment's spec.maxTrials.", labels=exp
+        "hpo_experiment_max_trials",
+        "The most trials the experiment will run: spec.maxTrials, or a smaller grid's size.",
+        labels=exp,
     )
     goal = [*exp, "metric", "direction"]
     best = GaugeMetricFamily("hpo_best_objective", "Best objective so far.", labels=goal)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .parameters import grid_size
 from .spec import ExperimentSpec
 from .trial import FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, Trial
 
@@ -45,6 +46,14 @@ def best_trial(spec: ExperimentSpec, trials: Sequence[Trial]) -> Trial | None:
         if best is None or spec.objective.better(t.objective, best.objective):  # type: ignore[arg-type]
             best = t
     return best
+
+
+def planned_trials(spec: ExperimentSpec) -> int:
+    """The most trials the experiment will run: spec.maxTrials, or the grid's size when a grid
+    search has fewer points (other algorithms may suggest a point twice, so only a grid's size
+    bounds them)."""
+    size = grid_size(spec.parameters) if spec.algorithm.name == "grid" else None
+    return min(spec.max_trials, size) if size else spec.max_trials
 
 
 def decide(

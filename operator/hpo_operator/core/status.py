@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .plan import SPEC_INVALID, Decision, best_trial
+from .plan import SPEC_INVALID, Decision, best_trial, planned_trials
 from .results import step_out
 from .spec import ExperimentSpec
 from .trial import FAILED, FINISHED, PHASES, RUNNING, SUCCEEDED, Trial
@@ -100,7 +100,7 @@ def build_status(
         "phase": decision.phase,
         "reason": decision.reason,
         "message": decision.message,
-        "progress": f"{finished}/{spec.max_trials}",
+        "progress": f"{finished}/{planned_trials(spec)}",
         "trials": counts,
         "conditions": _conditions(decision, now, (previous or {}).get("conditions", [])),
     }
