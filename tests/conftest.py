@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
 from cluster.control_plane import ControlPlane
@@ -121,6 +122,34 @@ def wait_for(
             seen = state() if state else value
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; saw {seen}")
         time.sleep(0.1)
+
+
+NO_JOBS = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
+
+
+def refuse_jobs(kube: ApiClient, namespace: str) -> None:
+    """Put a ResourceQuota allowing no Job in `namespace`, and return once the API server
+    enforces it: quota admission goes by the quota's status, which the quota controller fills
+    in a moment later, so until then a Job is still let in. Probed with dry-run creates."""
+    CoreV1Api(kube).create_namespaced_resource_quota(namespace, NO_JOBS)
+    probe = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "quota-probe"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "probe", "image": "python:3.11"}]}}},
+    }  # fmt: skip
+
+    def refused() -> bool:
+        try:
+            BatchV1Api(kube).create_namespaced_job(namespace, probe, dry_run="All")
+        except ApiException as exc:
+            if exc.status == 403:
+                return True
+            raise
+        return False
+
+    wait_for(f"the quota in {namespace} to refuse Jobs", refused, timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from cluster.control_plane import ControlPlane
 from cluster.prometheus import Prometheus, PrometheusError
-from conftest import ROOT, wait_for
+from conftest import ROOT, refuse_jobs, wait_for
 from test_metrics import parse
 from test_metrics import value as one
 from test_operator import API, OperatorProcess, create, scope, status_of, toy
@@ -128,8 +128,7 @@ def quota_namespace(kube: ApiClient) -> Iterator[str]:
     name = f"q-{uuid.uuid4().hex[:10]}"
     core = CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": name}})
-    quota = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
-    core.create_namespaced_resource_quota(name, quota)
+    refuse_jobs(kube, name)
     yield name
     core.delete_namespace(name)
 

@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from cluster.control_plane import ControlPlane, free_port
-from conftest import ROOT, manifest, short_digits_manifest, wait_for
+from conftest import ROOT, manifest, refuse_jobs, short_digits_manifest, wait_for
 
 TOY = ROOT / "tests" / "trainers" / "toy_trainer.py"
 KOPF = str(Path(sys.executable).parent / "kopf")
@@ -361,14 +361,11 @@ def test_changing_the_parameter_space_of_a_started_experiment_is_refused(
     assert job_names(kube, namespace) == ["toy-t0"]  # nothing was created from the new space
 
 
-NO_JOBS = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
-
-
 def test_a_quota_that_refuses_trials_shows_in_the_status_and_nothing_is_lost_when_lifted(
     kube: ApiClient, namespace: str, sim: Any, operator: OperatorProcess
 ) -> None:
     core = CoreV1Api(kube)
-    core.create_namespaced_resource_quota(namespace, NO_JOBS)
+    refuse_jobs(kube, namespace)
     create(kube, namespace, toy())
 
     def refused() -> dict[str, Any] | None:
@@ -415,7 +412,7 @@ def test_create_rewrites_a_stale_config_map_and_names_a_refusal(
     )
     assert read("toy-t0", namespace).data == {"config.json": '{"x": 3}'}
 
-    CoreV1Api(kube).create_namespaced_resource_quota(namespace, NO_JOBS)
+    refuse_jobs(kube, namespace)
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
