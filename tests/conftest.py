@@ -127,18 +127,24 @@ def wait_for(
 NO_JOBS = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
 
 
+def bare_job(name: str) -> dict[str, Any]:
+    """The smallest valid Job manifest."""
+    container = {"name": "main", "image": "python:3.11"}
+    template = {"spec": {"restartPolicy": "Never", "containers": [container]}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"template": template},
+    }
+
+
 def refuse_jobs(kube: ApiClient, namespace: str) -> None:
     """Put a ResourceQuota allowing no Job in `namespace`, and return once the API server
     enforces it: quota admission goes by the quota's status, which the quota controller fills
     in a moment later, so until then a Job is still let in. Probed with dry-run creates."""
     CoreV1Api(kube).create_namespaced_resource_quota(namespace, NO_JOBS)
-    probe = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "quota-probe"},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "probe", "image": "python:3.11"}]}}},
-    }  # fmt: skip
+    probe = bare_job("quota-probe")
 
     def refused() -> bool:
         try:

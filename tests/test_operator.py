@@ -18,7 +18,14 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from cluster.control_plane import ControlPlane, free_port
-from conftest import ROOT, manifest, refuse_jobs, short_digits_manifest, wait_for
+from conftest import (
+    ROOT,
+    bare_job,
+    manifest,
+    refuse_jobs,
+    short_digits_manifest,
+    wait_for,
+)
 
 TOY = ROOT / "tests" / "trainers" / "toy_trainer.py"
 KOPF = str(Path(sys.executable).parent / "kopf")
@@ -413,15 +420,8 @@ def test_create_rewrites_a_stale_config_map_and_names_a_refusal(
     assert read("toy-t0", namespace).data == {"config.json": '{"x": 3}'}
 
     refuse_jobs(kube, namespace)
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "toy-t0"},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "trainer", "image": "python:3.11"}]}}},
-    }  # fmt: skip
     with pytest.raises(Refused) as refusal:
-        cluster.create(namespace, job)
+        cluster.create(namespace, bare_job("toy-t0"))
     assert (refusal.value.kind, refusal.value.name, refusal.value.code) == ("Job", "toy-t0", 403)
     assert "exceeded quota: no-jobs" in refusal.value.message
     assert str(refusal.value).startswith(
