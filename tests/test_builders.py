@@ -128,7 +128,7 @@ def test_the_pod_template_passes_through() -> None:
 
 
 def test_a_queue_name_makes_a_suspended_kueue_job() -> None:
-    job = b.trial_job(spec_with(), TRIAL, OWNER, SETTINGS, queue_name="gpu-queue")
+    job = b.trial_job(spec_with(queueName="gpu-queue"), TRIAL, OWNER, SETTINGS)
     assert job["metadata"]["labels"][b.KUEUE_QUEUE_LABEL] == "gpu-queue"
     assert job["spec"]["suspend"] is True
     assert "suspend" not in b.trial_job(spec_with(), TRIAL, OWNER, SETTINGS)["spec"]
@@ -196,5 +196,5 @@ def test_one_trial_job_runs_end_to_end(kube: ApiClient, namespace: str, sim: Any
 def test_spec_queue_name_reaches_the_job() -> None:
     spec = spec_with(queueName="team-a")
     assert spec.queue_name == "team-a" and spec_with().queue_name is None
-    job = b.trial_job(spec, TRIAL, OWNER, SETTINGS, spec.queue_name)
+    job = b.trial_job(spec, TRIAL, OWNER, SETTINGS)
     assert job["metadata"]["labels"][b.KUEUE_QUEUE_LABEL] == "team-a"

@@ -112,7 +112,7 @@ def _act(
             # Written afresh: a ConfigMap left by an earlier try whose Job was refused may hold
             # another suggestion's values.
             cluster.create(namespace, builders.config_map(spec, trial, body), replace=True)
-            job = builders.trial_job(spec, trial, body, job_settings, spec.queue_name)
+            job = builders.trial_job(spec, trial, body, job_settings)
             cluster.create(namespace, job)
             trials.append(trial)
     except Refused as refused:

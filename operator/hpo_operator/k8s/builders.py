@@ -166,9 +166,9 @@ def trial_job(
     trial: Trial,
     owner: Mapping[str, Any],
     settings: JobSettings,
-    queue_name: str | None = None,
 ) -> Manifest:
-    """The trial's Job: the user's pod template with the launcher wired in and locked down."""
+    """The trial's Job: the user's pod template with the launcher wired in and locked down;
+    suspended in the Kueue queue when the spec names one."""
     template = copy.deepcopy(dict(spec.trial_template))
     pod = template.setdefault("spec", {})
     containers = pod["containers"]
@@ -198,7 +198,7 @@ def trial_job(
         "metadata": job_meta,
         "spec": {"backoffLimit": 0, "template": template},
     }
-    if queue_name:
-        job_meta["labels"][KUEUE_QUEUE_LABEL] = queue_name
+    if spec.queue_name:
+        job_meta["labels"][KUEUE_QUEUE_LABEL] = spec.queue_name
         job["spec"]["suspend"] = True  # Kueue admits it by unsuspending
     return job
