@@ -33,15 +33,19 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Each variable that is set, else the field's default above."""
         env = os.environ if environ is None else environ
+        d = cls()
         return cls(
-            operator_image=env.get("HPO_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE),
-            reconcile_seconds=_positive(env, "HPO_RECONCILE_SECONDS", 5.0),
-            unschedulable_seconds=_positive(env, "HPO_UNSCHEDULABLE_SECONDS", 600.0),
-            gpu_resource_name=env.get("HPO_GPU_RESOURCE_NAME") or None,
-            trainer_python=env.get("HPO_TRAINER_PYTHON", "python3"),
-            metrics_port=_port(env, "HPO_METRICS_PORT", 8080),
-            metrics_address=env.get("HPO_METRICS_ADDRESS") or "0.0.0.0",
+            operator_image=env.get("HPO_OPERATOR_IMAGE", d.operator_image),
+            reconcile_seconds=_positive(env, "HPO_RECONCILE_SECONDS", d.reconcile_seconds),
+            unschedulable_seconds=_positive(
+                env, "HPO_UNSCHEDULABLE_SECONDS", d.unschedulable_seconds
+            ),
+            gpu_resource_name=env.get("HPO_GPU_RESOURCE_NAME") or d.gpu_resource_name,
+            trainer_python=env.get("HPO_TRAINER_PYTHON", d.trainer_python),
+            metrics_port=_port(env, "HPO_METRICS_PORT", d.metrics_port),
+            metrics_address=env.get("HPO_METRICS_ADDRESS") or d.metrics_address,
         )
 
 
