@@ -104,12 +104,16 @@ class Cluster:
         return [self._plain(p) for p in found.items]
 
     def create(self, namespace: str, manifest: Mapping[str, Any], *, replace: bool = False) -> bool:
-        """Create unless it exists, or with `replace` (ConfigMaps) overwrite what exists; True
-        when this call created it. `Refused` when the API server refuses with a 4xx."""
+        """Create unless it exists, or with `replace` overwrite what exists (ConfigMaps only: a
+        Job's template cannot change); True when this call created it. `Refused` when the API
+        server refuses with a 4xx."""
         creators: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
             "Job": self.batch.create_namespaced_job,
+        }
+        replacers: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.replace_namespaced_config_map,
         }
         kind, name = str(manifest["kind"]), str(manifest["metadata"]["name"])
         try:
@@ -119,8 +123,7 @@ class Cluster:
                 if exc.status != 409:
                     raise
                 if replace:
-                    replacer = self.core.replace_namespaced_config_map
-                    self._call("replace", replacer, name, namespace, dict(manifest))
+                    self._call("replace", replacers[kind], name, namespace, dict(manifest))
                 return False
         except ApiException as exc:
             if exc.status is not None and 400 <= exc.status < 500:
