@@ -1,1 +1,2 @@
-"""The Kubernetes edge: manifest builders (pure dicts) and, later, the calls that apply them."""
+"""The Kubernetes edge: manifest builders (pure dicts), reading trials back from Jobs and pods
+(pure), and the only module that calls the API server (`api`)."""
